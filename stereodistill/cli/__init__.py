@@ -1,0 +1,27 @@
+"""The ``stereodistill`` command line. Each command lives in its own module next to this one."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stereodistill import __version__
+from stereodistill.errors import StereoDistillError
+
+
+class _Group(click.Group):
+    """Prints :class:`StereoDistillError` as one line on stderr and exits 1, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StereoDistillError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="stereodistill")
+def main() -> None:
+    """StereoDistill: LiDAR-teacher to stereo-student distillation with a cached teacher."""

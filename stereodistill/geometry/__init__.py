@@ -1,0 +1,1 @@
+"""Frames, calibration, boxes, rotated IoU and NMS. See ``docs/ARCHITECTURE.md`` for conventions."""
