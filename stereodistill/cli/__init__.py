@@ -25,3 +25,18 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="stereodistill")
 def main() -> None:
     """StereoDistill: LiDAR-teacher to stereo-student distillation with a cached teacher."""
+
+
+# Commands, each defined in its own module (imports at the bottom: they need `main` defined above only
+# through this registration).
+from stereodistill.cli.data import data, prepare  # noqa: E402
+from stereodistill.cli.evaluate import evaluate  # noqa: E402
+from stereodistill.cli.synth import synth  # noqa: E402
+from stereodistill.cli.teacher import teacher, train_teacher  # noqa: E402
+
+main.add_command(synth)
+main.add_command(data)
+main.add_command(prepare)
+main.add_command(evaluate)
+main.add_command(train_teacher)
+main.add_command(teacher)

@@ -1,0 +1,17 @@
+"""DVC stage `train_teacher`: train the LiDAR teacher (params: grid, teacher.model, teacher.train).
+
+The output folder is `persist: true`, so a killed `dvc repro` resumes from `{teacher.out_dir}/checkpoint.pt`;
+a checkpoint written under other settings, code or data is not resumed but started over.
+"""
+
+from stereodistill.params import load_params
+from stereodistill.stage_runner import run_stage
+from stereodistill.teacher.run import train_teacher_from_params
+
+
+def main() -> None:
+    train_teacher_from_params(load_params(), resume=True, restart_on_mismatch=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)
