@@ -29,14 +29,21 @@ def kitti(kitti_readonly: KittiFixture, tmp_path: Path) -> KittiFixture:
 def run_cli() -> Callable[..., Result]:
     """Invoke ``stereodistill ARGS...`` in-process; stdout and stderr are kept apart (``result.stderr``)."""
     from stereodistill.cli import main
-    from stereodistill.cli.data import data, prepare
-
-    # The lead wires these into the main group; adding them here keeps the tests independent of that.
-    for command in (data, prepare):
-        if command.name not in main.commands:
-            main.add_command(command)
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def synthetic_train_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four synthetic default-preset frames (seed 101: 33 cars), prepared into one HDF5 split."""
+    from stereodistill.data.prepared import prepare_split
+    from stereodistill.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic4") / "data"
+    generate_dataset(root, frames=4, seed=101, val_fraction=0.0, progress=False)
+    out = root.parent / "train.h5"
+    prepare_split(root, root / "ImageSets" / "train.txt", out, progress=False)
+    return out

@@ -72,4 +72,9 @@ class Voxelizer:
             features.append(mean)
             batch_index = torch.full((zyx.shape[0], 1), b, dtype=torch.int32, device=zyx.device)
             coords.append(torch.cat([batch_index, zyx.int()], dim=1))
-        return VoxelBatch(torch.cat(features), torch.cat(coords), self.spatial_shape, len(points))
+        features_all, coords_all = torch.cat(features), torch.cat(coords)
+        if coords_all.shape[0] == 0:
+            # spconv cannot run on zero voxels; one all-zero voxel in a corner stands for "nothing seen".
+            features_all = features_all.new_zeros(1, self.num_point_features)
+            coords_all = coords_all.new_zeros(1, 4)
+        return VoxelBatch(features_all, coords_all, self.spatial_shape, len(points))
