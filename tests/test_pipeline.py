@@ -1,0 +1,88 @@
+"""End to end: `dvc repro` of this repository's pipeline on a tiny configuration, in a scratch git repo."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git"
+)
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _tiny_params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["synth"].update(frames=4, seed=101, val_fraction=0.5)
+    params["teacher"]["train"].update(epochs=1, batch_size=2)
+    params["teacher"]["model"].update(
+        sparse_channels=[16, 16, 16],
+        sparse_out_channels=16,
+        bev_channels=[16, 32],
+        bev_layers=[1, 1],
+        bev_upsample_channels=16,
+    )
+    return params
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", ".dvcignore", "stages", "stereodistill"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy(source, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
+    _run(["git", "init", "-q"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    _run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
+    repo = pipeline_repo
+    assert len(list((repo / "data/synthetic/training/velodyne").glob("*.bin"))) == 4
+    assert (repo / "data/prepared/train.h5").is_file() and (repo / "data/prepared/val.h5").is_file()
+    assert (repo / "models/teacher/teacher.pt").is_file()
+    metrics = json.loads((repo / "metrics/teacher_val.json").read_text())
+    assert set(metrics["results"]) == {"Car", "Pedestrian", "Cyclist"}
+    assert set(metrics["results"]["Car"]["strict"]["R40"]["3d"]) == {"easy", "moderate", "hard"}
+    val_ids = (repo / "data/synthetic/ImageSets/val.txt").read_text().split()
+    assert sorted(p.stem for p in (repo / "outputs/teacher_val").glob("*.txt")) == sorted(val_ids)
+    assert (repo / "dvc.lock").is_file()
+    status = subprocess.run(["dvc", "status", "-q"], cwd=repo, capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout
+
+
+def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_repo):
+    repo = pipeline_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["teacher"]["train"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run(["dvc", "status", "--json"], repo).stdout
+    changed = set(json.loads(out))
+    assert changed == {"train_teacher"}, changed
+    params["teacher"]["train"]["lr"] = 0.003
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_stage_error_is_one_line_and_nonzero(pipeline_repo, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [1, 2]\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages/prepare.py")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: section 'data'")
