@@ -183,6 +183,7 @@ def test_label_line_round_trip(tmp_path):
         (LABEL_000000.replace("8.41", "nan"), "NaN or inf"),
         (LABEL_000000.replace("8.41", "x"), "not a number"),
         (LABEL_000000.replace(" 0 -0.20", " 5 -0.20"), "occluded must be"),
+        (LABEL_000000.replace("1.89 0.48 1.20", "1.89 -0.48 1.20"), "negative size"),
     ],
 )
 def test_bad_label_lines_name_file_and_line(tmp_path, line, message):
@@ -191,6 +192,11 @@ def test_bad_label_lines_name_file_and_line(tmp_path, line, message):
     with pytest.raises(InputError, match=message) as err:
         read_label_file(path)
     assert err.value.line == 2 and str(err.value).startswith(f"{path}:2:")
+
+
+def test_dontcare_keeps_its_sentinel_size():
+    line = "DontCare -1 -1 -10 503.89 169.71 590.74 190.13 -1 -1 -1 -1000 -1000 -1000 -10"
+    assert parse_label_line(line).dimensions == (-1.0, -1.0, -1.0)
 
 
 def test_missing_label_file(tmp_path):

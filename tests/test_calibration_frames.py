@@ -122,6 +122,13 @@ def test_flipped_calibration_mirrors_the_scene(calib):
         (lambda t: t.replace("R0_rect: 9.999239000000e-01", "R0_rect: nan"), "NaN or inf", 5),
         (lambda t: t + "P2 1 2 3\n", "expected 'KEY: values'", 9),
         (lambda t: t.replace("P2: 7.215377000000e+02", "P2: -7.215377000000e+02"), "not a rectified", None),
+        (
+            lambda t: t.replace(
+                "R0_rect: 9.999239000000e-01 9.837760000000e-03 -7.445048000000e-03", "R0_rect: 0 0 0"
+            ),
+            "R0_rect is not invertible",
+            None,
+        ),
     ],
 )
 def test_malformed_calibration_names_file_and_line(tmp_path, edit, message, line):

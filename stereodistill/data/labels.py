@@ -48,7 +48,9 @@ class KittiObject:
 
     def project_box(self) -> np.ndarray:
         """This object as a project box ``(7,)``: ``x, y, z_centre, l, w, h, heading``."""
-        return kitti_to_project_boxes(np.array(self.location), np.array(self.dimensions), np.array([self.rotation_y]))[0]
+        return kitti_to_project_boxes(
+            np.array(self.location), np.array(self.dimensions), np.array([self.rotation_y])
+        )[0]
 
     def to_line(self) -> str:
         fields = [
@@ -79,6 +81,8 @@ def parse_label_line(line: str, path: str | Path = "<label>", lineno: int | None
         raise InputError("a numeric field is not a number", path, lineno) from None
     if not np.all(np.isfinite(values)):
         raise InputError("a numeric field is NaN or inf", path, lineno)
+    if kind != "DontCare" and min(values[7:10]) < 0:
+        raise InputError(f"negative size (h w l = {' '.join(fields[8:11])}) for a {kind}", path, lineno)
     occluded = values[1]
     if occluded != int(occluded) or int(occluded) not in (-1, 0, 1, 2, 3):
         raise InputError(f"occluded must be one of -1, 0, 1, 2, 3, got {fields[2]}", path, lineno)

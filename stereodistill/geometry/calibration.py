@@ -95,6 +95,10 @@ class Calibration:
         return calib
 
     def _check_projections(self, path: str | Path) -> None:
+        if abs(np.linalg.det(self.R0_rect)) < 1e-6:
+            raise InputError("R0_rect is not invertible", path)
+        if abs(np.linalg.det(self.Tr_velo_to_cam[:, :3])) < 1e-6:
+            raise InputError("the rotation of Tr_velo_to_cam is not invertible", path)
         for name in ("P2", "P3"):
             P = getattr(self, name)
             if P[0, 0] <= 0 or P[1, 1] <= 0 or P[2, 2] != 1.0:
