@@ -259,7 +259,7 @@ def train_teacher(
             scheduler.step()
             for key in sums:
                 sums[key] += float(losses[key].detach())
-            bar.set_postfix(loss=f"{float(losses['total']):.3f}")
+            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
         n = len(loader)
         log_rows.append(
             {
