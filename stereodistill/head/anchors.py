@@ -6,8 +6,15 @@ Every cell carries one anchor per (class, rotation), centred on the **cell centr
 
     x = x_min + (ix + 0.5) * cell,   y = y_min + (iy + 0.5) * cell,   z = bottom_z + h / 2
 
-with the class's ``size = (l, w, h)`` and ``heading = rotation``. (OpenPCDet's ``align_center: False`` instead
-spreads centres from ``x_min`` to ``x_max`` inclusive with a step slightly larger than the cell; we do not.)
+with the class's ``size = (l, w, h)`` and ``heading = rotation``. That is the default ``anchor_placement:
+cell_centre``. The alternative ``range_corners`` reproduces OpenPCDet's ``align_center: False`` (needed to decode
+an imported OpenPCDet head, :mod:`stereodistill.teacher.import_openpcdet`): centres spread from ``x_min`` to
+``x_max`` inclusive,
+
+    x = x_min + ix * (x_max - x_min) / (nx - 1),   y = y_min + iy * (y_max - y_min) / (ny - 1)
+
+a step slightly larger than the cell, so every anchor lies within half a cell of its cell's centre. Heights
+are the same in both (OpenPCDet also shifts its bottom heights up by ``h / 2``).
 
 Order. Anchors form a tensor of shape ``(ny, nx, C, R)`` flattened row-major, so
 
@@ -38,6 +45,13 @@ from stereodistill.errors import InputError
 FLOAT_TOLERANCE = 1e-6
 
 _GRID_KEYS = ("point_cloud_range", "bev_cell_size", "rotations", "classes")
+# Optional keys: absent means the default, and to_dict() writes them only when not at the default, so grids
+# written before the key existed compare equal to new default grids.
+_OPTIONAL_GRID_KEYS = ("anchor_placement",)
+
+CELL_CENTRE = "cell_centre"  # anchors at cell centres (default)
+RANGE_CORNERS = "range_corners"  # OpenPCDet align_center False: x_min..x_max inclusive
+ANCHOR_PLACEMENTS = (CELL_CENTRE, RANGE_CORNERS)
 _CLASS_KEYS = ("name", "size", "bottom_z", "matched_iou", "unmatched_iou")
 
 
@@ -73,6 +87,7 @@ class AnchorGrid:
     bev_cell_size: float
     rotations: tuple[float, ...]
     classes: tuple[AnchorClass, ...]
+    anchor_placement: str = CELL_CENTRE  # CELL_CENTRE or RANGE_CORNERS (see the module docstring)
     # Where the grid came from (params path, checkpoint), for error messages only; not compared or stored.
     source: str | None = field(default=None, compare=False, repr=False)
 
@@ -86,7 +101,13 @@ class AnchorGrid:
         src = None if source is None else str(source)
         if not isinstance(section, Mapping):
             raise InputError(f"grid: expected a mapping, got {type(section).__name__}", src)
-        _check_keys(section, _GRID_KEYS, "grid", src)
+        _check_keys(section, _GRID_KEYS, "grid", src, optional=_OPTIONAL_GRID_KEYS)
+        placement = section.get("anchor_placement", CELL_CENTRE)
+        if placement not in ANCHOR_PLACEMENTS:
+            raise InputError(
+                f"grid.anchor_placement: expected one of {', '.join(ANCHOR_PLACEMENTS)}, got {placement!r}",
+                src,
+            )
         raw_classes = section["classes"]
         if not isinstance(raw_classes, Sequence) or isinstance(raw_classes, str):
             raise InputError("grid.classes: expected a list of classes", src)
@@ -114,6 +135,7 @@ class AnchorGrid:
             bev_cell_size=_float(section["bev_cell_size"], "grid.bev_cell_size", src),
             rotations=tuple(_floats(section["rotations"], "grid.rotations", src)),
             classes=tuple(classes),
+            anchor_placement=placement,
             source=src,
         )
 
@@ -123,13 +145,19 @@ class AnchorGrid:
         return cls.from_params(data, source)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict in the params.yaml layout (for checkpoints and the cache attributes)."""
-        return {
+        """Plain JSON-able dict in the params.yaml layout (for checkpoints and the cache attributes).
+
+        ``anchor_placement`` is included only when it is not the default ``cell_centre``.
+        """
+        out: dict[str, Any] = {
             "point_cloud_range": list(self.point_cloud_range),
             "bev_cell_size": self.bev_cell_size,
             "rotations": list(self.rotations),
             "classes": [c.to_dict() for c in self.classes],
         }
+        if self.anchor_placement != CELL_CENTRE:
+            out["anchor_placement"] = self.anchor_placement
+        return out
 
     # ------------------------------------------------------------------ comparison
     def diff(self, other: AnchorGrid) -> str | None:
@@ -137,7 +165,7 @@ class AnchorGrid:
 
         Floats are equal when within ``FLOAT_TOLERANCE`` (so a float32 round trip of a value still matches).
         """
-        for key in ("point_cloud_range", "bev_cell_size", "rotations"):
+        for key in ("point_cloud_range", "bev_cell_size", "rotations", "anchor_placement"):
             a, b = getattr(self, key), getattr(other, key)
             if not _values_equal(a, b):
                 return f"grid.{key}: {_show(a)} != {_show(b)}"
@@ -209,8 +237,13 @@ class AnchorGrid:
         x_min, y_min = self.point_cloud_range[0], self.point_cloud_range[1]
         cell = self.bev_cell_size
         f64 = torch.float64
-        xs = x_min + (torch.arange(self.nx, dtype=f64) + 0.5) * cell
-        ys = y_min + (torch.arange(self.ny, dtype=f64) + 0.5) * cell
+        if self.anchor_placement == RANGE_CORNERS:
+            x_max, y_max = self.point_cloud_range[3], self.point_cloud_range[4]
+            xs = x_min + torch.arange(self.nx, dtype=f64) * ((x_max - x_min) / (self.nx - 1))
+            ys = y_min + torch.arange(self.ny, dtype=f64) * ((y_max - y_min) / (self.ny - 1))
+        else:
+            xs = x_min + (torch.arange(self.nx, dtype=f64) + 0.5) * cell
+            ys = y_min + (torch.arange(self.ny, dtype=f64) + 0.5) * cell
         shape = (self.ny, self.nx, self.num_classes, self.num_rotations)
         out = torch.empty(*shape, 7, dtype=f64)
         out[..., 0] = xs.view(1, -1, 1, 1)
@@ -248,13 +281,20 @@ class AnchorGrid:
 
 
 # ---------------------------------------------------------------------- validation helpers
-def _check_keys(mapping: Mapping[str, Any], required: Sequence[str], where: str, src: str | None) -> None:
+def _check_keys(
+    mapping: Mapping[str, Any],
+    required: Sequence[str],
+    where: str,
+    src: str | None,
+    optional: Sequence[str] = (),
+) -> None:
     for key in required:
         if key not in mapping:
             raise InputError(f"{where}: missing key {key!r}", src)
-    unknown = [k for k in mapping if k not in required]
+    unknown = [k for k in mapping if k not in required and k not in optional]
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(required)})", src)
+        expected = ", ".join([*required, *(f"{k} (optional)" for k in optional)])
+        raise InputError(f"{where}: unknown key {unknown[0]!r} (expected {expected})", src)
 
 
 def _float(value: Any, where: str, src: str | None) -> float:
@@ -292,6 +332,15 @@ def _validate(grid: AnchorGrid) -> None:
                 f"grid.point_cloud_range into whole cells ({cells:g})",
                 src,
             )
+    if grid.anchor_placement not in ANCHOR_PLACEMENTS:
+        raise InputError(
+            f"grid.anchor_placement: expected one of {', '.join(ANCHOR_PLACEMENTS)}, got {grid.anchor_placement!r}",
+            src,
+        )
+    if grid.anchor_placement == RANGE_CORNERS and (
+        round((x_max - x_min) / cell) < 2 or round((y_max - y_min) / cell) < 2
+    ):
+        raise InputError("grid.anchor_placement: range_corners needs at least 2 cells in x and in y", src)
     if not grid.rotations:
         raise InputError("grid.rotations: needs at least one rotation", src)
     if not grid.classes:

@@ -37,6 +37,11 @@ class TeacherConfig:
     bev_channels: tuple[int, int] = (64, 128)
     bev_layers: tuple[int, int] = (3, 3)
     bev_upsample_channels: int = 64
+    # Options that let the network be OpenPCDet's SECOND exactly (stereodistill.teacher.import_openpcdet). Their
+    # defaults keep the project's own teacher; to_dict() writes them only when not at the default, so configs
+    # stored before they existed still load and compare equal.
+    sparse_extra_z_voxels: int = 0  # OpenPCDet: 1 (sparse tensor 41 voxels high for a 40-voxel z range)
+    last_down_z_padding: int = 1  # OpenPCDet: 0 (VoxelBackBone8x conv4 pads (0, 1, 1))
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any], where: str = "teacher.model") -> TeacherConfig:
@@ -48,7 +53,15 @@ class TeacherConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        for key in _OPTIONAL_FIELDS:
+            if out[key] == self.__dataclass_fields__[key].default:
+                del out[key]
+        return out
+
+
+# Fields added after the first checkpoints were written: left out of to_dict() while at their defaults.
+_OPTIONAL_FIELDS = ("sparse_extra_z_voxels", "last_down_z_padding")
 
 
 def bev_stride(config: TeacherConfig, grid: AnchorGrid) -> int:
@@ -74,6 +87,16 @@ class SecondTeacher(nn.Module):
         self.config = config
         self.grid = grid
         stride = bev_stride(config, grid)
+        if config.sparse_extra_z_voxels < 0:
+            raise InputError(
+                f"teacher.model.sparse_extra_z_voxels must be >= 0, got {config.sparse_extra_z_voxels}",
+                "params.yaml",
+            )
+        if config.last_down_z_padding not in (0, 1):
+            raise InputError(
+                f"teacher.model.last_down_z_padding must be 0 or 1, got {config.last_down_z_padding}",
+                "params.yaml",
+            )
         x0, y0, z0, x1, y1, z1 = grid.point_cloud_range
         self.voxelizer = Voxelizer(
             config.voxel_size,
@@ -82,12 +105,14 @@ class SecondTeacher(nn.Module):
             config.max_points_per_voxel,
             config.max_voxels,
         )
+        nz, ny, nx = self.voxelizer.spatial_shape
         self.sparse = SparseBackbone(
             config.point_features,
-            self.voxelizer.spatial_shape,
+            (nz + config.sparse_extra_z_voxels, ny, nx),
             stride,
             config.sparse_channels,
             config.sparse_out_channels,
+            config.last_down_z_padding,
         )
         if self.sparse.bev_shape != (grid.ny, grid.nx):
             raise InputError(

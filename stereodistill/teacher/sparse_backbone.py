@@ -7,6 +7,9 @@ Layout, for ``channels = (c0, c1, ..., cn)`` and ``n`` = log2 of the BEV stride:
     conv{k}      SparseConv3d(c_{k-2} -> c_{k-1}, k3, stride 2, pad 1) + 2 x SubM3d   for k = 2..n+1
     conv_out     SparseConv3d(c_n -> out, k(3,1,1), stride (2,1,1), no pad)           (height only)
 
+``last_down_z_padding`` sets the z padding of the last strided stage (default 1; OpenPCDet's VoxelBackBone8x
+pads its conv4 by (0, 1, 1), i.e. 0).
+
 Every convolution is followed by BatchNorm1d and ReLU. Strided stages halve x, y and z; ``conv_out`` then
 shrinks the height once more. The dense result ``(B, out, D, ny, nx)`` is reshaped to
 ``(B, out * D, ny, nx)`` (channel = c * D + z), OpenPCDet's HeightCompression.
@@ -36,8 +39,9 @@ def _subm(cin: int, cout: int, key: str) -> spconv.SparseSequential:
     return _block(spconv.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key), cout)
 
 
-def _down(cin: int, cout: int, key: str) -> spconv.SparseSequential:
-    return _block(spconv.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=False, indice_key=key), cout)
+def _down(cin: int, cout: int, key: str, z_padding: int = 1) -> spconv.SparseSequential:
+    conv = spconv.SparseConv3d(cin, cout, 3, stride=2, padding=(z_padding, 1, 1), bias=False, indice_key=key)
+    return _block(conv, cout)
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -47,8 +51,9 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
 class SparseBackbone(nn.Module):
     """Voxels -> BEV features ``(B, bev_channels, ny / stride, nx / stride)``.
 
-    ``spatial_shape`` is the voxel grid ``(nz, ny, nx)``; ``bev_stride`` (a power of two) the ratio of the
-    anchor-grid cell to the voxel size in x and y.
+    ``spatial_shape`` is the sparse tensor's grid ``(nz, ny, nx)``; ``bev_stride`` (a power of two) the ratio of
+    the anchor-grid cell to the voxel size in x and y; ``last_down_z_padding`` the z padding of the last strided
+    stage (0 or 1).
     """
 
     def __init__(
@@ -58,8 +63,11 @@ class SparseBackbone(nn.Module):
         bev_stride: int,
         channels: Sequence[int] = (16, 32, 64),
         out_channels: int = 64,
+        last_down_z_padding: int = 1,
     ) -> None:
         super().__init__()
+        if last_down_z_padding not in (0, 1):
+            raise ValueError(f"last_down_z_padding must be 0 or 1, got {last_down_z_padding}")
         downsamples = round(math.log2(bev_stride))
         if bev_stride < 1 or 2**downsamples != bev_stride:
             raise ValueError(f"bev_stride must be a power of two, got {bev_stride}")
@@ -76,14 +84,15 @@ class SparseBackbone(nn.Module):
         stages = []
         z = nz
         for k in range(1, downsamples + 1):
+            z_padding = last_down_z_padding if k == downsamples else 1
             stages.append(
                 spconv.SparseSequential(
-                    _down(channels[k - 1], channels[k], f"down{k}"),
+                    _down(channels[k - 1], channels[k], f"down{k}", z_padding),
                     _subm(channels[k], channels[k], f"subm{k}"),
                     _subm(channels[k], channels[k], f"subm{k}"),
                 )
             )
-            z = _out_size(z, 3, 2, 1)
+            z = _out_size(z, 3, 2, z_padding)
         self.stages = nn.ModuleList(stages)
         if z < 3:
             raise ValueError(f"the voxel grid is too thin ({nz} voxels high) for the height compression")
