@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from grids import small_grid
 
 from stereodistill.head.anchor_head import AnchorHead, HeadOutput
 from stereodistill.head.anchors import AnchorGrid
@@ -16,36 +17,7 @@ from stereodistill.head.losses import detection_losses
 
 @pytest.fixture(scope="module")
 def grid() -> AnchorGrid:
-    return AnchorGrid.from_params(
-        {
-            "point_cloud_range": [0.0, -4.0, -3.0, 12.0, 4.0, 1.0],
-            "bev_cell_size": 1.0,
-            "rotations": [0.0, math.pi / 2],
-            "classes": [
-                {
-                    "name": "Car",
-                    "size": [3.9, 1.6, 1.56],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.6,
-                    "unmatched_iou": 0.45,
-                },
-                {
-                    "name": "Pedestrian",
-                    "size": [0.8, 0.6, 1.73],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.5,
-                    "unmatched_iou": 0.35,
-                },
-                {
-                    "name": "Cyclist",
-                    "size": [1.76, 0.6, 1.73],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.5,
-                    "unmatched_iou": 0.35,
-                },
-            ],
-        }
-    )
+    return small_grid(12.0, 4.0)
 
 
 @pytest.mark.parametrize(

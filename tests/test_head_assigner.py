@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from grids import small_grid
 
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import (
@@ -30,29 +31,7 @@ Y = 0.5  # centre of row iy = 5
 
 @pytest.fixture(scope="module")
 def grid() -> AnchorGrid:
-    return AnchorGrid.from_params(
-        {
-            "point_cloud_range": [0.0, -5.0, -3.0, 20.0, 5.0, 1.0],
-            "bev_cell_size": 1.0,
-            "rotations": [0.0, math.pi / 2],
-            "classes": [
-                {
-                    "name": "Car",
-                    "size": [3.9, 1.6, 1.56],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.6,
-                    "unmatched_iou": 0.45,
-                },
-                {
-                    "name": "Pedestrian",
-                    "size": [0.8, 0.6, 1.73],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.5,
-                    "unmatched_iou": 0.35,
-                },
-            ],
-        }
-    )
+    return small_grid(20.0, 5.0, ("Car", "Pedestrian"))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +96,10 @@ def test_force_match_takes_all_tied_best_anchors(grid, assigner):
 
 
 def test_gt_outside_the_grid_has_no_anchor(assigner):
-    for x in (100.0, -4.0):  # at -4 the box ends 0.6 m before the first anchor begins: best IoU 0, no force match
+    for x in (
+        100.0,
+        -4.0,
+    ):  # at -4 the box ends 0.6 m before the first anchor begins: best IoU 0, no force match
         t = assign(assigner, [car(x)], [CAR])
         assert t.positive.sum() == 0 and (t.labels == BG).all()
 

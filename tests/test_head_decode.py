@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from grids import small_grid
 from kitti_calib_000000 import CALIB_000000, LABEL_000000
 
 from stereodistill.data.labels import parse_label_line
@@ -28,29 +29,7 @@ LOW = -10.0
 
 @pytest.fixture(scope="module")
 def grid() -> AnchorGrid:
-    return AnchorGrid.from_params(
-        {
-            "point_cloud_range": [0.0, -4.0, -3.0, 24.0, 4.0, 1.0],
-            "bev_cell_size": 1.0,
-            "rotations": [0.0, math.pi / 2],
-            "classes": [
-                {
-                    "name": "Car",
-                    "size": [3.9, 1.6, 1.56],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.6,
-                    "unmatched_iou": 0.45,
-                },
-                {
-                    "name": "Pedestrian",
-                    "size": [0.8, 0.6, 1.73],
-                    "bottom_z": -1.65,
-                    "matched_iou": 0.5,
-                    "unmatched_iou": 0.35,
-                },
-            ],
-        }
-    )
+    return small_grid(24.0, 4.0, ("Car", "Pedestrian"))
 
 
 def empty_outputs(grid: AnchorGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
