@@ -39,6 +39,7 @@ from stereodistill.data.synth import PRESET_NAMES, generate_dataset
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Processes to use [default: min(2, CPUs)]."
 )
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
 def synth(
     out_dir: Path,
     frames: int,
@@ -47,6 +48,7 @@ def synth(
     val_fraction: float,
     overwrite: bool,
     workers: int | None,
+    progress: bool,
 ) -> None:
     """Generate FRAMES synthetic frames (stereo PNGs, Velodyne scans, calibration, labels) under OUT."""
     generate_dataset(
@@ -56,7 +58,7 @@ def synth(
         preset=preset,
         val_fraction=val_fraction,
         overwrite=overwrite,
-        progress=True,
+        progress=progress,
         workers=workers,
     )
     click.echo(f"wrote {frames} {preset} frames to {out_dir}")
