@@ -203,3 +203,21 @@ def test_missing_label_file(tmp_path):
     with pytest.raises(InputError, match="missing"):
         read_label_file(tmp_path / "x.txt")
     assert read_label_file(tmp_path / "x.txt", missing_ok=True) == []
+
+
+def test_torch_bev_membership_agrees_with_numpy_points_in_boxes():
+    import torch
+
+    from stereodistill.geometry.bev import points_in_bev_boxes
+
+    rng = np.random.default_rng(3)
+    boxes = np.concatenate(
+        [rng.uniform([0, -5, -1, 1, 1, 1, -3], [10, 5, 1, 5, 3, 2, 3], size=(6, 7))], axis=0
+    )
+    points = np.concatenate([rng.uniform([-1, -6], [11, 6], size=(2000, 2)), np.zeros((2000, 1))], axis=1)
+    tall = boxes.copy()
+    tall[:, 2], tall[:, 5] = 0.0, 10.0  # membership in z is not part of the BEV test
+    expected = points_in_boxes(points, tall).any(axis=0)
+    got = points_in_bev_boxes(torch.from_numpy(points[:, :2]).float(), torch.from_numpy(boxes).float())
+    assert got.numpy().tolist() == expected.tolist()
+    assert not points_in_bev_boxes(torch.zeros(3, 2), torch.zeros(0, 7)).any()

@@ -16,7 +16,6 @@ from stereodistill.distill.cld import (
     cells_in_boxes,
     cld_loss,
     confident_cells,
-    points_in_bev_boxes,
 )
 from stereodistill.distill.pilots import (
     components,
@@ -55,7 +54,6 @@ __all__ = [
     "masked_code_loss",
     "pilot_boxes",
     "pilot_ious",
-    "points_in_bev_boxes",
     "threshold_table",
     "whole_box_keep_mask",
     "whole_box_loss",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stereodistill.geometry.bev import points_in_bev_boxes
 from stereodistill.head.anchors import AnchorGrid
 
 CldMode = Literal["diagonal", "all", "per_class"]
@@ -171,19 +172,6 @@ def cell_centres(grid: AnchorGrid, device: torch.device | str | None = None) -> 
     ys = y_min + (torch.arange(grid.ny, dtype=torch.float64, device=device) + 0.5) * cell
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
-
-
-def points_in_bev_boxes(points: Tensor, boxes: Tensor) -> Tensor:
-    """``(N,)`` bool: BEV point ``(N, 2)`` lies inside or on the rotated footprint of any box ``(D, 7)``."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    boxes = boxes.to(device=points.device, dtype=torch.float64)
-    d = points.to(torch.float64)[:, None, :] - boxes[None, :, :2]  # (N, D, 2)
-    c, s = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])
-    along = d[..., 0] * c + d[..., 1] * s
-    across = -d[..., 0] * s + d[..., 1] * c
-    inside = (along.abs() <= boxes[:, 3] / 2) & (across.abs() <= boxes[:, 4] / 2)
-    return inside.any(dim=1)
 
 
 def cells_in_boxes(grid: AnchorGrid, boxes: Sequence[Tensor]) -> Tensor:

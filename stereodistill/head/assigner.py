@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stereodistill.geometry.bev import points_in_bev_boxes
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.box_coder import CODE_SIZE, direction_target, encode_boxes, limit_period
 
@@ -166,18 +167,6 @@ def rect_iou(a: Tensor, b: Tensor) -> Tensor:
 def nearest_axis_bev_iou(a: Tensor, b: Tensor) -> Tensor:
     """BEV IoU ``(N, M)`` of project boxes ``(N, 7)`` and ``(M, 7)`` after snapping headings to the nearest axis."""
     return rect_iou(nearest_axis_bev_rects(a), nearest_axis_bev_rects(b))
-
-
-def _centres_in_bev_boxes(points: Tensor, boxes: Tensor) -> Tensor:
-    """``(N,)`` bool: BEV point ``(N, 2)`` lies inside (or on) the rotated footprint of any box ``(D, 7)``."""
-    inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    for box in boxes:
-        d = points - box[:2]
-        c, s = torch.cos(box[6]), torch.sin(box[6])
-        along = d[:, 0] * c + d[:, 1] * s
-        across = -d[:, 0] * s + d[:, 1] * c
-        inside |= (along.abs() <= box[3] / 2) & (across.abs() <= box[4] / 2)
-    return inside
 
 
 # ---------------------------------------------------------------------- targets
@@ -332,7 +321,7 @@ class TargetAssigner:
                 demoted = near[overlaps & (cls_labels[near] == num_classes)]
                 cls_labels[demoted] = IGNORE
             if dontcare.shape[0]:
-                in_dontcare = _centres_in_bev_boxes(t.class_anchors[c][:, :2], dontcare)
+                in_dontcare = points_in_bev_boxes(t.class_anchors[c][:, :2], dontcare)
                 cls_labels[in_dontcare & (cls_labels == num_classes)] = IGNORE
             labels[:, c, :] = cls_labels.view(cells, rots)
             matched[:, c, :] = cls_matched.view(cells, rots)
