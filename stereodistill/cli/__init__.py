@@ -29,6 +29,7 @@ def main() -> None:
 
 # Commands, each defined in its own module (imports at the bottom: they need `main` defined above only
 # through this registration).
+from stereodistill.cli.cache import cache, cache_teacher  # noqa: E402
 from stereodistill.cli.data import data, prepare  # noqa: E402
 from stereodistill.cli.evaluate import evaluate  # noqa: E402
 from stereodistill.cli.synth import synth  # noqa: E402
@@ -40,3 +41,5 @@ main.add_command(prepare)
 main.add_command(evaluate)
 main.add_command(train_teacher)
 main.add_command(teacher)
+main.add_command(cache_teacher)
+main.add_command(cache)

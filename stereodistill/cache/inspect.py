@@ -1,0 +1,163 @@
+"""``stereodistill cache info`` and ``cache verify``: a store's summary, and a full consistency check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from stereodistill.cache.schema import LOGIT_FILL, PER_FRAME_ARRAYS, num_shards
+from stereodistill.cache.store import bytes_on_disk
+from stereodistill.errors import InputError
+from stereodistill.head.anchors import AnchorGrid
+
+
+def _open(path: str | Path) -> zarr.Group:
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError("teacher cache is missing", path)
+    try:
+        return zarr.open_group(path, mode="r", use_consolidated=False)
+    except Exception as err:  # several zarr error types for a folder that is not a group
+        raise InputError(f"not a Zarr group ({type(err).__name__})", path) from None
+
+
+def cache_info(path: str | Path) -> dict[str, Any]:
+    """A JSON-able summary: frames, views, grid, teacher, dtypes, coverage, size on disk, completeness."""
+    root = _open(path)
+    identity = root.attrs.get("identity")
+    if not isinstance(identity, dict):
+        raise InputError("not a teacher cache (no identity attribute)", path)
+    grid = AnchorGrid.from_dict(identity["grid"])
+    done = root["shard_complete"][:]
+    s = int(identity["frames_per_shard"])
+    f = int(identity["num_frames"])
+    frames_done = sum(min((k + 1) * s, f) - k * s for k in np.nonzero(done == 1)[0].tolist())
+    size = bytes_on_disk(path)
+    views = len(identity["views"])
+    counts = root["covered_count"][:]
+    written = counts[counts >= 0]
+    return {
+        "path": str(path),
+        "schema_version": identity["schema_version"],
+        "frames": f,
+        "views": identity["views"],
+        "grid": {
+            "ny": grid.ny,
+            "nx": grid.nx,
+            "anchors_per_cell": grid.anchors_per_cell,
+            "num_anchors": grid.num_anchors,
+            "classes": list(grid.class_names),
+            "definition": identity["grid"],
+        },
+        "teacher": {"sha256": identity["teacher"]["sha256"], "config": identity["teacher"]["config"]},
+        "split_fingerprint": identity["split_fingerprint"],
+        "quantisation": identity["quantisation"],
+        "coverage": identity["coverage"],
+        "covered_per_frame_view": {
+            "mean": round(float(written.mean()), 1) if written.size else None,
+            "max": int(written.max()) if written.size else None,
+        },
+        "codec": identity["codec"],
+        "frames_per_shard": s,
+        "bytes_on_disk": size,
+        "bytes_per_frame_view": size / max(1, frames_done * views),
+        "files": sum(1 for p in Path(path).rglob("*") if p.is_file()),
+        "completeness": {
+            "complete": bool(root.attrs.get("complete", False)),
+            "shards_complete": int((done == 1).sum()),
+            "shards": int(done.shape[0]),
+            "frames_complete": frames_done,
+        },
+    }
+
+
+def verify_cache(path: str | Path) -> list[str]:
+    """Every problem found (empty when the store is sound): completeness, NaN/inf, fills, attribute consistency."""
+    problems: list[str] = []
+    try:
+        root = _open(path)
+    except InputError as err:
+        return [str(err)]
+    identity = root.attrs.get("identity")
+    if not isinstance(identity, dict):
+        return ["not a teacher cache (no identity attribute)"]
+    try:
+        grid = AnchorGrid.from_dict(identity["grid"])
+        f, views = int(identity["num_frames"]), list(identity["views"])
+        s, k = int(identity["frames_per_shard"]), int(identity["coverage"]["capacity"])
+    except (KeyError, TypeError, ValueError, InputError) as err:
+        return [f"identity attribute is malformed: {err}"]
+    v, n, c = len(views), grid.num_anchors, grid.num_classes
+    expected = {
+        "frame_id": (f,),
+        "cls_logits": (f, v, n, c),
+        "covered_index": (f, v, k),
+        "covered_kind": (f, v, k),
+        "boxes": (f, v, k, 7),
+        "dir_logits": (f, v, k, 2),
+        "covered_count": (f, v),
+        "score_floor_reached": (f, v),
+        "shard_complete": (num_shards(f, s),),
+    }
+    arrays = {}
+    for name, shape in expected.items():
+        try:
+            arrays[name] = root[name]
+        except KeyError:
+            problems.append(f"array {name} is missing")
+            continue
+        if tuple(arrays[name].shape) != shape:
+            problems.append(
+                f"array {name} has shape {tuple(arrays[name].shape)}, the attributes imply {shape}"
+            )
+    if problems:
+        return problems
+    if root.attrs.get("views") != views:
+        problems.append(f"attribute views {root.attrs.get('views')} != identity views {views}")
+    if len(set(arrays["frame_id"][:].tolist())) != f:
+        problems.append("frame_id has duplicates")
+    done = arrays["shard_complete"][:]
+    incomplete = np.nonzero(done != 1)[0].tolist()
+    if incomplete:
+        problems.append(
+            f"{len(incomplete)} of {done.shape[0]} shards are incomplete (first: {incomplete[:5]})"
+        )
+    if root.attrs.get("complete") is not True and not incomplete:
+        problems.append("every shard is complete but the 'complete' attribute is not set")
+    counts = arrays["covered_count"][:]
+    for shard in np.nonzero(done == 1)[0].tolist():
+        frames = slice(shard * s, min((shard + 1) * s, f))
+        where = f"shard {shard} (frames {frames.start}..{frames.stop - 1})"
+        try:
+            block = {name: arrays[name][frames] for name in PER_FRAME_ARRAYS}
+        except Exception as err:  # a damaged shard file: zarr/numcodecs raise various types
+            problems.append(f"{where}: unreadable ({type(err).__name__}: {err})")
+            continue
+        count = counts[frames]
+        if (count < 0).any() or (count > k).any():
+            problems.append(f"{where}: covered_count outside 0..{k}")
+            continue
+        if (block["cls_logits"] == LOGIT_FILL).any():
+            problems.append(f"{where}: cls_logits has unwritten (fill) values")
+        for fi in range(count.shape[0]):
+            for vi in range(v):
+                m = int(count[fi, vi])
+                name = f"{where} frame {frames.start + fi} view {views[vi]}"
+                index = block["covered_index"][fi, vi]
+                if m and ((index[:m] < 0).any() or (index[:m] >= n).any() or (np.diff(index[:m]) <= 0).any()):
+                    problems.append(f"{name}: covered_index not ascending within 0..{n - 1}")
+                if (index[m:] != -1).any():
+                    problems.append(f"{name}: covered_index padding is not -1")
+                if not np.isfinite(block["boxes"][fi, vi, :m]).all():
+                    problems.append(f"{name}: boxes contain NaN or inf")
+                if (block["dir_logits"][fi, vi, :m] == LOGIT_FILL).any():
+                    problems.append(f"{name}: dir_logits has unwritten (fill) values")
+                if m and (block["covered_kind"][fi, vi, :m] == 0).any():
+                    problems.append(f"{name}: covered_kind is 0 for a covered anchor")
+    floors = root["score_floor_reached"][:]
+    if done.size and np.all(done == 1) and not np.isfinite(floors).all():
+        problems.append("score_floor_reached has NaN or inf")
+    return problems

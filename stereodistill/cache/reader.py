@@ -1,0 +1,220 @@
+"""Reading the teacher cache in stage two: :class:`TeacherCache`.
+
+The object holds only the path until first use, opens the Zarr group lazily in the process that reads, and
+drops the handle when pickled, so it can be given to DataLoader workers (fork, spawn or forkserver).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch import Tensor
+
+from stereodistill.cache.quantize import dequantise_logits
+from stereodistill.cache.schema import SCHEMA_VERSION
+from stereodistill.errors import InputError
+from stereodistill.head.anchors import AnchorGrid
+
+
+@dataclass(frozen=True)
+class CachedFrame:
+    """The teacher's answer for one frame and view (``N`` anchors, ``C`` classes, ``K`` covered anchors).
+
+    ``cls_logits (N, C)`` float32 for every anchor (grid anchor order); ``covered_index (K,)`` long, ascending;
+    for each covered anchor ``boxes (K, 7)`` float32 ``(x, y, z, l, w, h, heading)`` decoded project boxes
+    (heading resolved with the direction classifier), ``dir_logits (K, 2)`` float32 and ``covered_kind (K,)``
+    uint8 (bits: 1 IoU floor, 2 best anchor of a GT, 4 score floor).
+    """
+
+    frame_id: str
+    view: str
+    cls_logits: Tensor
+    covered_index: Tensor
+    boxes: Tensor
+    dir_logits: Tensor
+    covered_kind: Tensor
+    score_floor_reached: float
+
+
+class TeacherCache:
+    """A teacher cache store opened for reading. ``TeacherCache(path)`` checks nothing until first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._root: zarr.Group | None = None
+        self._pid: int | None = None
+        self._meta: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    # ------------------------------------------------------------------ opening
+    def _group(self) -> zarr.Group:
+        if self._root is None or self._pid != os.getpid():
+            if not self.path.is_dir():
+                raise InputError("teacher cache is missing (run `stereodistill cache-teacher`)", self.path)
+            try:
+                root = zarr.open_group(self.path, mode="r", use_consolidated=False)
+            except Exception as err:  # several zarr error types for a folder that is not a group
+                raise InputError(f"not a Zarr group ({type(err).__name__})", self.path) from None
+            identity = root.attrs.get("identity")
+            if not isinstance(identity, Mapping):
+                raise InputError("not a teacher cache (no identity attribute)", self.path)
+            if identity.get("schema_version") != SCHEMA_VERSION:
+                raise InputError(
+                    f"schema_version is {identity.get('schema_version')}, this code reads {SCHEMA_VERSION}; "
+                    "rerun `stereodistill cache-teacher --force`",
+                    self.path,
+                )
+            frame_ids = [str(v) for v in root["frame_id"][:]]
+            self._meta = {
+                "identity": dict(identity),
+                "frame_ids": frame_ids,
+                "index": {f: i for i, f in enumerate(frame_ids)},
+                "views": list(identity["views"]),
+                "shard_complete": root["shard_complete"][:],
+            }
+            self._arrays = {
+                name: root[name]
+                for name in ("cls_logits", "covered_index", "covered_kind", "boxes", "dir_logits")
+            }
+            self._floors = root["score_floor_reached"][:]
+            self._counts = root["covered_count"][:]
+            self._root, self._pid = root, os.getpid()
+        return self._root
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        self._group()
+        return self._meta["identity"]  # type: ignore[index]
+
+    @property
+    def frame_ids(self) -> list[str]:
+        self._group()
+        return self._meta["frame_ids"]  # type: ignore[index]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.identity["views"])
+
+    @property
+    def grid(self) -> AnchorGrid:
+        return AnchorGrid.from_dict(self.identity["grid"], self.path)
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    # ------------------------------------------------------------------ checking a consumer's needs
+    def validate(
+        self,
+        grid: AnchorGrid,
+        views: Sequence[str],
+        iou_floor_needed: float,
+        score_floor_needed: float | None = None,
+        teacher_sha256: str | None = None,
+        split_fingerprint: str | None = None,
+        frame_ids: Sequence[str] | None = None,
+    ) -> None:
+        """Raise :class:`InputError` naming the field when the cache cannot serve this consumer.
+
+        ``iou_floor_needed``: the lowest IoU at which the consumer needs teacher boxes (e.g. the smallest
+        ``matched_iou`` of the student's assigner); ``score_floor_needed``: it needs boxes of every anchor whose
+        teacher score reaches this. Force-matched best anchors are always stored.
+        """
+        identity = self.identity
+        grid.check_compatible(self.grid, what=f"the teacher cache {self.path}")
+        missing = [v for v in views if v not in identity["views"]]
+        if missing:
+            raise InputError(
+                f"cache.views: the cache holds views {identity['views']}, the consumer needs {missing}",
+                self.path,
+            )
+        coverage = identity["coverage"]
+        if iou_floor_needed < coverage["iou_floor"] - 1e-9:
+            raise InputError(
+                f"cache.coverage.iou_floor is {coverage['iou_floor']} but boxes are needed down to IoU "
+                f"{iou_floor_needed}; rebuild the cache with a lower cache.coverage.iou_floor",
+                self.path,
+            )
+        if score_floor_needed is not None:
+            worst = float(np.nanmax(self._floors)) if self._floors.size else coverage["score_floor"]
+            if score_floor_needed < max(coverage["score_floor"], worst) - 1e-6:
+                raise InputError(
+                    f"cache.coverage.score_floor: boxes are stored for scores >= {max(coverage['score_floor'], worst)} "
+                    f"in every frame (capacity permitting), but {score_floor_needed} is needed",
+                    self.path,
+                )
+        if teacher_sha256 is not None and identity["teacher"]["sha256"] != teacher_sha256:
+            raise InputError(
+                f"teacher: the cache was written by teacher sha256 {identity['teacher']['sha256'][:16]}..., "
+                f"not {teacher_sha256[:16]}...",
+                self.path,
+            )
+        if split_fingerprint is not None and identity["split_fingerprint"] != split_fingerprint:
+            raise InputError(
+                "split_fingerprint: the cache was written for a different prepared split", self.path
+            )
+        if frame_ids is not None and list(frame_ids) != self.frame_ids:
+            raise InputError("frame_id: the cache's frame ids differ from the split's", self.path)
+        if not bool(np.all(self._meta["shard_complete"] == 1)):  # type: ignore[index]
+            raise InputError("the cache is incomplete (rerun `stereodistill cache-teacher`)", self.path)
+
+    # ------------------------------------------------------------------ reading
+    def frame_index(self, frame: int | str) -> int:
+        self._group()
+        if isinstance(frame, str):
+            try:
+                return self._meta["index"][frame]  # type: ignore[index]
+            except KeyError:
+                raise InputError(f"frame {frame!r} is not in the teacher cache", self.path) from None
+        if not 0 <= frame < len(self.frame_ids):
+            raise InputError(f"frame index {frame} is out of range (0..{len(self.frame_ids) - 1})", self.path)
+        return int(frame)
+
+    def read(self, frame: int | str, view: str = "identity") -> CachedFrame:
+        """The cached teacher answer for ``frame`` (index or id) seen through ``view``."""
+        self._group()
+        i = self.frame_index(frame)
+        views = self._meta["views"]  # type: ignore[index]
+        if view not in views:
+            raise InputError(f"view {view!r} is not in the teacher cache (it holds {views})", self.path)
+        v = views.index(view)
+        shard = i // int(self.identity["frames_per_shard"])
+        if not self._meta["shard_complete"][shard]:  # type: ignore[index]
+            raise InputError(f"frame {self.frame_ids[i]} has not been written (incomplete cache)", self.path)
+        step = float(self.identity["quantisation"]["logits"]["step"])
+        a = self._arrays
+        count = int(self._counts[i, v])
+        cls = dequantise_logits(a["cls_logits"][i, v], step)
+        index = a["covered_index"][i, v, :count]
+        return CachedFrame(
+            frame_id=self.frame_ids[i],
+            view=view,
+            cls_logits=torch.from_numpy(cls),
+            covered_index=torch.from_numpy(index.astype(np.int64)),
+            boxes=torch.from_numpy(a["boxes"][i, v, :count]),
+            dir_logits=torch.from_numpy(dequantise_logits(a["dir_logits"][i, v, :count], step)),
+            covered_kind=torch.from_numpy(a["covered_kind"][i, v, :count]),
+            score_floor_reached=float(self._floors[i, v]),
+        )
+
+    def require_covered(self, cached: CachedFrame, anchor_index: Tensor) -> None:
+        """Raise :class:`InputError` if some of ``anchor_index (M,)`` has no cached box in ``cached``."""
+        present = torch.isin(anchor_index.to(torch.int64).cpu(), cached.covered_index)
+        if not bool(present.all()):
+            missing = anchor_index[~present][:5].tolist()
+            raise InputError(
+                f"frame {cached.frame_id} view {cached.view}: anchors {missing} have no cached teacher box; "
+                "lower cache.coverage.iou_floor / score_floor or raise cache.coverage.capacity",
+                self.path,
+            )

@@ -1,0 +1,168 @@
+"""The teacher cache's layout: array names, shapes, fill values, the ``cache`` settings and the identity attributes.
+
+One Zarr v3 group (see docs/CACHE_FORMAT.md). ``F`` frames, ``V`` views, ``N`` anchors, ``C`` classes, ``K``
+covered-anchor capacity per frame and view, ``S`` frames per shard::
+
+    frame_id            (F,)          str      the prepared split's frame ids, in order
+    cls_logits          (F, V, N, C)  int16    quantised class logits of every anchor (grid anchor order)
+    covered_count       (F, V)        int32    how many covered anchors the frame/view has (<= K)
+    covered_index       (F, V, K)     int32    covered anchor indices, ascending, padded with -1
+    covered_kind        (F, V, K)     uint8    why each is covered: bit 1 IoU floor, 2 best anchor of a GT, 4 score
+    boxes               (F, V, K, 7)  float32  decoded teacher box (x, y, z, l, w, h, heading) of each covered anchor
+    dir_logits          (F, V, K, 2)  int16    quantised direction logits of each covered anchor
+    score_floor_reached (F, V)        float32  every anchor whose max sigmoid score is >= this is covered
+    shard_complete      (F / S,)      uint8    1 once every array of the shard has been written
+
+Per-frame arrays are sharded ``(S, V, ...)`` with one inner chunk per frame and view, so each shard is one file
+that exactly one writer fills in one call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stereodistill.errors import InputError
+
+SCHEMA_VERSION = 1
+IDENTITY = "identity"
+HFLIP = "hflip"
+KNOWN_VIEWS = (IDENTITY, HFLIP)
+
+# Bits of covered_kind.
+KIND_IOU = 1  # nearest-axis BEV IoU with a GT box of the anchor's class >= iou_floor
+KIND_BEST = 2  # a best anchor of some GT box (the assigner's force match)
+KIND_SCORE = 4  # teacher max sigmoid score >= score_floor
+
+LOGIT_DTYPE = "int16"
+LOGIT_FILL = -32768  # never produced by quantisation (clipped to +-32767), so it means "not written"
+LOGIT_MAX_CODE = 32767
+INDEX_FILL = -1
+BOX_DTYPE = "float32"
+
+PER_FRAME_ARRAYS = ("cls_logits", "covered_index", "covered_kind", "boxes", "dir_logits")
+PER_SHARD_ARRAYS = ("covered_count", "score_floor_reached")
+CODECS = ("blosc-zstd-bitshuffle", "zstd", "none")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The ``cache`` section of params.yaml (see params.yaml for the meaning of each field)."""
+
+    store: str = "data/teacher_cache.zarr"
+    split: str = "train"
+    views: tuple[str, ...] = (IDENTITY, HFLIP)
+    batch_size: int = 4
+    frames_per_shard: int = 32
+    capacity: int = 4096
+    iou_floor: float = 0.3
+    score_floor: float = 0.1
+    logit_step: float = 0.015625
+    codec: str = "blosc-zstd-bitshuffle"
+    codec_level: int = 3
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any], path: str = "params.yaml") -> CacheSettings:
+        values = dict(section)
+        coverage = values.pop("coverage", {}) or {}
+        if not isinstance(coverage, Mapping):
+            raise InputError("cache.coverage: expected a mapping", path)
+        unknown = sorted(set(coverage) - {"iou_floor", "score_floor", "capacity"})
+        if unknown:
+            raise InputError(f"unknown field(s) {', '.join('cache.coverage.' + k for k in unknown)}", path)
+        values.update(coverage)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown field(s) {', '.join('cache.' + k for k in unknown)}", path)
+        if "views" in values:
+            values["views"] = tuple(values["views"])
+        settings = cls(**values)
+        settings.check(path)
+        return settings
+
+    def check(self, path: str = "params.yaml") -> None:
+        if not self.views or len(set(self.views)) != len(self.views):
+            raise InputError(f"cache.views: expected distinct views, got {list(self.views)}", path)
+        for view in self.views:
+            if view not in KNOWN_VIEWS:
+                raise InputError(
+                    f"cache.views: unknown view {view!r} (known: {', '.join(KNOWN_VIEWS)})", path
+                )
+        for name in ("batch_size", "frames_per_shard", "capacity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                field = f"cache.coverage.{name}" if name == "capacity" else f"cache.{name}"
+                raise InputError(f"{field}: expected a positive integer, got {value!r}", path)
+        if not 0.0 < self.iou_floor <= 1.0:
+            raise InputError(
+                f"cache.coverage.iou_floor: expected a value in (0, 1], got {self.iou_floor}", path
+            )
+        if not 0.0 < self.score_floor <= 1.0:
+            raise InputError(
+                f"cache.coverage.score_floor: expected a value in (0, 1], got {self.score_floor}", path
+            )
+        if not 0.0 < self.logit_step <= 0.02:
+            raise InputError(
+                f"cache.logit_step: expected a step in (0, 0.02] (0.01 logit precision), got {self.logit_step}",
+                path,
+            )
+        if self.codec not in CODECS:
+            raise InputError(f"cache.codec: expected one of {', '.join(CODECS)}, got {self.codec!r}", path)
+
+    def store_layout(self) -> dict[str, Any]:
+        """What the stored bytes depend on besides teacher and data (part of the identity attributes)."""
+        return {
+            "views": list(self.views),
+            "frames_per_shard": self.frames_per_shard,
+            "quantisation": {
+                "logits": {"dtype": LOGIT_DTYPE, "step": self.logit_step, "fill": LOGIT_FILL},
+                "boxes": {"dtype": BOX_DTYPE},
+            },
+            "coverage": {
+                "iou_floor": self.iou_floor,
+                "score_floor": self.score_floor,
+                "capacity": self.capacity,
+            },
+            "codec": {"name": self.codec, "level": self.codec_level},
+            # Frames are grouped into forward batches of this size within a shard; kept so a resumed run
+            # batches exactly as the first did (float results may depend on the batch).
+            "batch_size": self.batch_size,
+        }
+
+
+def num_shards(num_frames: int, frames_per_shard: int) -> int:
+    return math.ceil(num_frames / frames_per_shard)
+
+
+def shard_frames(shard: int, num_frames: int, frames_per_shard: int) -> range:
+    return range(shard * frames_per_shard, min((shard + 1) * frames_per_shard, num_frames))
+
+
+def check_views_supported(views: Sequence[str], point_cloud_range: Sequence[float], where: str) -> None:
+    """The hflip view needs a grid symmetric in y, so mirrored anchors land on anchors."""
+    if HFLIP in views:
+        y_min, y_max = point_cloud_range[1], point_cloud_range[4]
+        if abs(y_min + y_max) > 1e-6:
+            raise InputError(
+                f"cache.views includes hflip but grid.point_cloud_range is not symmetric in y "
+                f"({y_min} .. {y_max}): mirrored anchors would not coincide with anchors",
+                where,
+            )
+
+
+def empty_block(frames: int, views: int, anchors: int, classes: int, capacity: int) -> dict[str, np.ndarray]:
+    """Host buffers for ``frames`` frames, filled with each array's fill value."""
+    return {
+        "cls_logits": np.full((frames, views, anchors, classes), LOGIT_FILL, np.int16),
+        "covered_index": np.full((frames, views, capacity), INDEX_FILL, np.int32),
+        "covered_kind": np.zeros((frames, views, capacity), np.uint8),
+        "boxes": np.full((frames, views, capacity, 7), np.nan, np.float32),
+        "dir_logits": np.full((frames, views, capacity, 2), LOGIT_FILL, np.int16),
+        "covered_count": np.full((frames, views), -1, np.int32),
+        "score_floor_reached": np.full((frames, views), np.nan, np.float32),
+    }

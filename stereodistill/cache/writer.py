@@ -1,0 +1,274 @@
+"""Stage one: run the frozen teacher over a prepared split and write the teacher cache.
+
+Work is cut into shards of ``frames_per_shard`` frames. Rank ``r`` of ``W`` owns shards ``r, r + W, ...``; for
+each pending shard it runs the teacher in batches of ``batch_size`` frames (both views of a frame in the same
+forward), fills a host buffer for the whole shard and hands it to a writer thread, which writes every array's
+block in one call and then sets ``shard_complete[shard] = 1``. So a shard file is only ever written by one
+process, a shard is either complete or rewritten from scratch on resume, and inference overlaps the writes.
+
+Rank 0 takes the lock, creates the store (or checks the identity of an existing one), and, once every rank has
+finished, sets the ``complete`` attribute.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from stereodistill.cache.coverage import CoverageRule
+from stereodistill.cache.lock import StoreLock
+from stereodistill.cache.quantize import quantise_logits
+from stereodistill.cache.ranks import Ranks
+from stereodistill.cache.schema import (
+    HFLIP,
+    PER_FRAME_ARRAYS,
+    PER_SHARD_ARRAYS,
+    CacheSettings,
+    check_views_supported,
+    empty_block,
+    num_shards,
+    shard_frames,
+)
+from stereodistill.cache.store import StoreMismatch, bytes_on_disk, create_store, open_existing
+from stereodistill.data.prepared import PreparedSplit
+from stereodistill.errors import InputError
+from stereodistill.head.assigner import ground_truth_from_labels
+from stereodistill.head.box_coder import apply_direction, decode_boxes
+from stereodistill.teacher.augment import flip_y
+from stereodistill.teacher.model import SecondTeacher
+
+
+@dataclass(frozen=True)
+class CacheRunStats:
+    """What one run did (summed over ranks). ``forward_seconds``: time inside the teacher's forward only."""
+
+    frames_written: int
+    shards_written: int
+    shards_skipped: int
+    total_seconds: float
+    forward_seconds: float
+    bytes_on_disk: int
+
+    @property
+    def overhead_ratio(self) -> float:
+        return self.total_seconds / self.forward_seconds if self.forward_seconds else float("nan")
+
+
+class _ShardWriter(threading.Thread):
+    """Writes queued shard blocks in order; the first error is kept and re-raised by :meth:`finish`."""
+
+    def __init__(self, root: zarr.Group) -> None:
+        super().__init__(name="teacher-cache-writer", daemon=True)
+        self.arrays = {name: root[name] for name in (*PER_FRAME_ARRAYS, *PER_SHARD_ARRAYS, "shard_complete")}
+        self.queue: queue.Queue[tuple[int, range, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            shard, frames, block = item
+            try:
+                for name, values in block.items():
+                    self.arrays[name][frames.start : frames.stop] = values
+                self.arrays["shard_complete"][shard] = 1  # after the data: the shard's completeness record
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                self.error = err
+
+    def put(self, shard: int, frames: range, block: dict[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((shard, frames, block))
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _frame_inputs(
+    split: PreparedSplit, i: int, views: Sequence[str], features: int, class_names: Sequence[str]
+) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Per view: points ``(P, F)`` and the GT boxes ``(G, 7)`` / class ids ``(G,)`` coverage is measured against."""
+    points = split.read_points(i)[:, :features]
+    labels = split.labels(i)
+    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, class_names)
+    out = []
+    for view in views:
+        if view == HFLIP:
+            flipped_points, flipped_boxes = flip_y(points, gt.boxes.numpy())
+            out.append((flipped_points, torch.from_numpy(flipped_boxes), gt.classes))
+        else:
+            out.append((points, gt.boxes, gt.classes))
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _compute_shard(
+    model: SecondTeacher,
+    split: PreparedSplit,
+    frames: range,
+    settings: CacheSettings,
+    rule: CoverageRule,
+    anchors: torch.Tensor,
+    bar: tqdm,
+) -> tuple[dict[str, np.ndarray], float]:
+    """The shard's host block and the seconds spent in the teacher's forward."""
+    grid, device, views = model.grid, model.device, settings.views
+    v = len(views)
+    block = empty_block(len(frames), v, grid.num_anchors, grid.num_classes, settings.capacity)
+    forward = 0.0
+    for start in range(0, len(frames), settings.batch_size):
+        batch = frames[start : start + settings.batch_size]
+        inputs = [
+            item
+            for i in batch
+            for item in _frame_inputs(split, i, views, model.config.point_features, grid.class_names)
+        ]
+        clouds = [torch.from_numpy(np.ascontiguousarray(p)).to(device) for p, _, _ in inputs]
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model.head.flatten(model(clouds))
+        _sync(device)
+        forward += time.perf_counter() - t0
+        for j, (_, gt_boxes, gt_classes) in enumerate(inputs):
+            f, view = start + j // v, j % v
+            where = f"frame {split.frame_ids[batch[j // v]]} view {views[view]}"
+            cov = rule(out.cls[j], gt_boxes.to(device), gt_classes.to(device), where)
+            m = cov.index.numel()
+            boxes = decode_boxes(out.box[j][cov.index], anchors[cov.index])
+            dir_logits = out.dir[j][cov.index]
+            boxes[:, 6] = apply_direction(boxes[:, 6], dir_logits.argmax(dim=-1))
+            try:
+                block["cls_logits"][f, view] = quantise_logits(out.cls[j], settings.logit_step).cpu().numpy()
+                block["dir_logits"][f, view, :m] = (
+                    quantise_logits(dir_logits, settings.logit_step).cpu().numpy()
+                )
+            except ValueError as err:
+                raise InputError(f"{where}: {err}", split.path) from None
+            block["covered_index"][f, view, :m] = cov.index.cpu().numpy()
+            block["covered_kind"][f, view, :m] = cov.kind.cpu().numpy()
+            block["boxes"][f, view, :m] = boxes.cpu().numpy()
+            block["covered_count"][f, view] = m
+            block["score_floor_reached"][f, view] = cov.score_floor_reached
+        bar.update(len(batch))
+    return block, forward
+
+
+def _prepare_store(
+    store: Path,
+    identity: dict[str, Any],
+    frame_ids: Sequence[str],
+    model: SecondTeacher,
+    settings: CacheSettings,
+    force: bool,
+    recompute_on_mismatch: bool,
+) -> None:
+    if force or not store.exists():
+        create_store(store, identity, frame_ids, model.grid, settings)
+        return
+    try:
+        open_existing(store, identity)
+    except StoreMismatch as err:
+        if not recompute_on_mismatch:
+            raise
+        tqdm.write(f"recomputing the teacher cache: {err.reason}")
+        create_store(store, identity, frame_ids, model.grid, settings)
+
+
+def write_cache(
+    model: SecondTeacher,
+    split: PreparedSplit,
+    store: str | Path,
+    settings: CacheSettings,
+    identity: dict[str, Any] | None,
+    ranks: Ranks,
+    force: bool = False,
+    progress: bool = True,
+    recompute_on_mismatch: bool = False,
+) -> CacheRunStats:
+    """Write (or finish) the cache at ``store``; every rank of ``ranks`` calls this.
+
+    ``identity`` (see :func:`~stereodistill.cache.store.store_identity`) is needed on rank 0 only. An existing
+    store written under another identity is refused unless ``force`` or ``recompute_on_mismatch`` (the DVC
+    stage's choice), which recompute it from scratch.
+    """
+    started = time.perf_counter()
+    store = Path(store)
+    check_views_supported(settings.views, model.grid.point_cloud_range, "params.yaml")
+    lock = StoreLock(store)
+    problem: str | None = None
+    if ranks.rank == 0:
+        try:
+            assert identity is not None, "rank 0 needs the store identity"
+            lock.acquire()
+            _prepare_store(store, identity, split.frame_ids, model, settings, force, recompute_on_mismatch)
+        except InputError as err:
+            lock.release()
+            problem = str(err)
+            if ranks.world == 1:
+                raise
+    problem = ranks.broadcast_from_zero(problem)  # type: ignore[assignment]
+    if problem is not None:
+        raise InputError(f"rank 0 failed: {problem}")
+    try:
+        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        n = len(split)
+        done = root["shard_complete"][:] if n else np.zeros(0, np.uint8)
+        mine = [s for s in range(ranks.rank, num_shards(n, settings.frames_per_shard), ranks.world)]
+        pending = [s for s in mine if not done[s]]
+        rule = CoverageRule(model.grid, settings.iou_floor, settings.score_floor, settings.capacity)
+        anchors = model.grid.anchors(device=model.device)
+        model.eval()
+        total = sum(len(shard_frames(s, n, settings.frames_per_shard)) for s in pending)
+        bar = tqdm(
+            total=total,
+            desc=f"teacher cache (rank {ranks.rank})" if ranks.world > 1 else "teacher cache",
+            unit="frame",
+            disable=None if progress and ranks.rank == 0 else True,
+        )
+        writer = _ShardWriter(root)
+        writer.start()
+        forward = 0.0
+        try:
+            for shard in pending:
+                frames = shard_frames(shard, n, settings.frames_per_shard)
+                block, seconds = _compute_shard(model, split, frames, settings, rule, anchors, bar)
+                forward += seconds
+                writer.put(shard, frames, block)
+        finally:
+            writer.finish()
+            bar.close()
+        per_rank = (len(pending), len(mine) - len(pending), total, forward)
+        gathered = ranks.gather(per_rank)
+        ranks.barrier()
+        if ranks.rank == 0:
+            complete = bool(np.all(root["shard_complete"][:] == 1)) if n else True
+            root.attrs["complete"] = complete
+    finally:
+        lock.release()
+    ranks.barrier()
+    return CacheRunStats(
+        frames_written=sum(g[2] for g in gathered),  # type: ignore[index]
+        shards_written=sum(g[0] for g in gathered),  # type: ignore[index]
+        shards_skipped=sum(g[1] for g in gathered),  # type: ignore[index]
+        total_seconds=time.perf_counter() - started,
+        forward_seconds=sum(g[3] for g in gathered),  # type: ignore[index]
+        bytes_on_disk=bytes_on_disk(store),
+    )
