@@ -66,6 +66,33 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
     assert status.returncode == 0, status.stdout
 
 
+def test_repro_writes_a_verified_teacher_cache(pipeline_repo):
+    from stereodistill.cache.reader import TeacherCache
+
+    store = pipeline_repo / "data/teacher_cache.zarr"
+    _run([sys.executable, "-m", "stereodistill.cli", "cache", "verify", str(store)], pipeline_repo)
+    cache = TeacherCache(store)
+    train_ids = (pipeline_repo / "data/synthetic/ImageSets/train.txt").read_text().split()
+    frame = cache.read(train_ids[0], "hflip")
+    assert frame.cls_logits.shape[1] == 3
+
+
+def test_only_the_stages_that_run_edited_code_go_stale(pipeline_repo):
+    repo = pipeline_repo
+    distill = repo / "stereodistill/distill/xgd.py"
+    teacher = repo / "stereodistill/teacher/model.py"
+    originals = {path: path.read_text() for path in (distill, teacher)}
+    try:
+        distill.write_text(originals[distill] + "\n# edited\n")
+        assert json.loads(_run(["dvc", "status", "--json"], repo).stdout) == {}
+        teacher.write_text(originals[teacher] + "\n# edited\n")
+        changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+        assert changed == {"train_teacher", "cache_teacher", "evaluate_teacher"}, changed
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+
+
 def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_repo):
     repo = pipeline_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
