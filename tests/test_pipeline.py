@@ -77,13 +77,16 @@ def test_repro_writes_a_verified_teacher_cache(pipeline_repo):
     assert frame.cls_logits.shape[1] == 3
 
 
-def test_only_the_stages_that_run_edited_code_go_stale(pipeline_repo):
+def test_only_the_stages_that_run_edited_code_or_params_go_stale(pipeline_repo):
     repo = pipeline_repo
     distill = repo / "stereodistill/distill/xgd.py"
     teacher = repo / "stereodistill/teacher/model.py"
     originals = {path: path.read_text() for path in (distill, teacher)}
+    params_text = (repo / "params.yaml").read_text()
+    originals[repo / "params.yaml"] = params_text
     try:
         distill.write_text(originals[distill] + "\n# edited\n")
+        (repo / "params.yaml").write_text(params_text + "student: {lr: 0.001}\ndistill: {xgd_weight: 1.0}\n")
         assert json.loads(_run(["dvc", "status", "--json"], repo).stdout) == {}
         teacher.write_text(originals[teacher] + "\n# edited\n")
         changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
