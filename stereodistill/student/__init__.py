@@ -1,0 +1,1 @@
+"""The LIGA-Stereo-style stereo student network (see :mod:`stereodistill.student.model`)."""
