@@ -1,7 +1,7 @@
 """DVC stage `train_teacher`: train the LiDAR teacher (params: grid, teacher.model, teacher.train).
 
-The output folder is `persist: true`, so a killed `dvc repro` resumes from `{teacher.out_dir}/checkpoint.pt`;
-a checkpoint written under other settings, code or data is not resumed but started over.
+`{teacher.out_dir}/checkpoint.pt` is not a DVC output, so DVC leaves it in place and a killed `dvc repro`
+resumes from it; a checkpoint written under other settings, code or data is not resumed but started over.
 """
 
 from stereodistill.params import load_params
