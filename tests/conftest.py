@@ -47,3 +47,11 @@ def synthetic_train_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root.parent / "train.h5"
     prepare_split(root, root / "ImageSets" / "train.txt", out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_cache_setup(synthetic_train_split: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny teacher cache over ``synthetic_train_split`` (see tests/cache_fixtures.py). Read-only: copy to modify."""
+    from cache_fixtures import build_teacher_cache
+
+    return build_teacher_cache(synthetic_train_split, tmp_path_factory.mktemp("cache"))

@@ -3,7 +3,6 @@ the writer lock, identity mismatches, the reader, the CLI and the documented pla
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import re
@@ -19,6 +18,9 @@ import pytest
 import torch
 import yaml
 import zarr
+from cache_fixtures import REPO, SETTINGS, SMALL
+from cache_fixtures import anchor_grid as _grid
+from cache_fixtures import calibrated_teacher as _teacher
 
 from stereodistill.cache.coverage import CoverageRule
 from stereodistill.cache.lock import StoreLock, lock_path
@@ -28,96 +30,25 @@ from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.cache.schema import KIND_BEST, CacheSettings
 from stereodistill.cache.store import store_identity
 from stereodistill.cache.writer import write_cache
-from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.params import load_params
 from stereodistill.teacher.augment import flip_y
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
-from stereodistill.teacher.train import split_fingerprint, teacher_model_checkpoint
+from stereodistill.teacher.train import split_fingerprint
 
-SMALL = TeacherConfig(
-    sparse_channels=(16, 32, 32),
-    sparse_out_channels=32,
-    bev_channels=(32, 64),
-    bev_layers=(1, 1),
-    bev_upsample_channels=32,
-)
 ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
 ARRAYS += ("score_floor_reached", "shard_complete")
 CPU = Ranks(0, 1, torch.device("cpu"))
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _grid(**class_overrides) -> AnchorGrid:
-    section = load_params(REPO / "params.yaml")["grid"]
-    for key, value in class_overrides.items():
-        section["classes"][0][key] = value
-    return AnchorGrid.from_params(section)
-
-
-_CALIBRATION: list[torch.Tensor] = []
-
-
-@functools.cache
-def _teacher(grid: AnchorGrid) -> SecondTeacher:
-    """An untrained SMALL teacher with batch-norm statistics of real frames (else its features are ~1e-7) and a
-    randomised head, so logits and boxes vary (some scores >= 0.1). Same weights on every call."""
-    torch.manual_seed(7)
-    model = SecondTeacher(SMALL, grid)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(_CALIBRATION)
-    model.eval()
-    g = torch.Generator().manual_seed(3)
-    head = model.head
-    with torch.no_grad():
-        head.conv_cls.weight.copy_(torch.randn(head.conv_cls.weight.shape, generator=g) * 0.5)
-        head.conv_cls.bias.fill_(-7.5)
-        head.conv_box.weight.copy_(torch.randn(head.conv_box.weight.shape, generator=g) * 0.05)
-        head.conv_dir.weight.copy_(torch.randn(head.conv_dir.weight.shape, generator=g) * 0.5)
-    return model
-
-
-SETTINGS = CacheSettings(frames_per_shard=2, batch_size=2, capacity=4096)
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_train_split: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The teacher saved as a checkpoint, a params file for it, and a reference store written in-process."""
-    work = tmp_path_factory.mktemp("cache")
-    split = PreparedSplit(synthetic_train_split)
-    _CALIBRATION[:] = [torch.from_numpy(split.read_points(i)) for i in range(len(split))]
-    grid = _grid()
-    model = _teacher(grid)
-    save_atomic(teacher_model_checkpoint(model, 0), work / "teacher" / "teacher.pt")
-    params = load_params(REPO / "params.yaml")
-    params["data"]["prepared_dir"] = str(synthetic_train_split.parent)
-    params["teacher"]["out_dir"] = str(work / "teacher")
-    params["cache"] = {
-        "store": str(work / "reference.zarr"),
-        "split": synthetic_train_split.stem,
-        "views": ["identity", "hflip"],
-        "batch_size": SETTINGS.batch_size,
-        "frames_per_shard": SETTINGS.frames_per_shard,
-        "coverage": {"iou_floor": 0.3, "score_floor": 0.1, "capacity": SETTINGS.capacity},
-    }
-    params_path = work / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params))
-    cache_teacher_from_params(params, progress=False)
-    return {
-        "work": work,
-        "grid": grid,
-        "split": synthetic_train_split,
-        "params": params,
-        "params_path": params_path,
-    }
+def setup(teacher_cache_setup: dict) -> dict:
+    """The teacher saved as a checkpoint, a params file for it, and a reference store (tests/cache_fixtures.py)."""
+    return teacher_cache_setup
 
 
 def _store_arrays(path: Path) -> dict[str, np.ndarray]:

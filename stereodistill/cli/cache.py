@@ -1,4 +1,4 @@
-"""``stereodistill cache-teacher`` and the ``stereodistill cache`` group (``info``, ``verify``)."""
+"""``stereodistill cache-teacher`` and the ``stereodistill cache`` group (info, verify, show, stats)."""
 
 from __future__ import annotations
 
@@ -85,3 +85,123 @@ def verify(store: Path) -> None:
         click.echo(f"{store}: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     click.echo(f"{store}: ok")
+
+
+@cache.command("show")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--frame", "frame_id", required=True, help="The frame's id (e.g. 000123), not its index.")
+@click.option("--view", default="identity", show_default=True, help="The cached view: identity or hflip.")
+@click.option(
+    "--prepared",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A prepared split (HDF5) whose ground-truth boxes are drawn (mirrored for hflip).",
+)
+@click.option("--png", "png_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--score-threshold", default=0.3, show_default=True, help="Teacher boxes drawn from this score."
+)
+@click.option("--nms-iou", default=0.01, show_default=True, help="Rotated BEV NMS IoU threshold.")
+@click.option(
+    "--class-aware", is_flag=True, help="Score per class and NMS per class (default: class-agnostic)."
+)
+@click.option("--pixels-per-cell", default=4, show_default=True, help="Picture pixels per grid cell.")
+def show(
+    store: Path,
+    frame_id: str,
+    view: str,
+    prepared: Path | None,
+    png_path: Path,
+    score_threshold: float,
+    nms_iou: float,
+    class_aware: bool,
+    pixels_per_cell: int,
+) -> None:
+    """Draw a BEV picture of one cached frame: the teacher's per-cell max score as a heat map, its boxes after
+    NMS (white, heading tick) and, with --prepared, the ground truth in class colours."""
+    from stereodistill.cache.show import show_frame
+    from stereodistill.head.decode import DecodeSettings
+
+    settings = DecodeSettings(
+        score_threshold=score_threshold, nms_iou_threshold=nms_iou, class_agnostic=not class_aware
+    )
+    shown = show_frame(store, frame_id, view, prepared, settings, pixels_per_cell)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    shown.image.save(png_path)
+    for note in shown.notes:
+        click.echo(f"note: {note}", err=True)
+    gt = f", {len(shown.gt_types)} ground-truth boxes" if prepared is not None else ""
+    click.echo(
+        f"wrote {png_path} ({shown.image.width} x {shown.image.height}): frame {shown.frame_id} view {view}, "
+        f"{len(shown.detections)} teacher boxes with score >= {score_threshold:g}{gt}, "
+        f"max cell score {float(shown.cell_scores.max()):.3f}"
+    )
+
+
+def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
+    from stereodistill.cache.stats import KITTI_IOU_THRESHOLDS
+
+    out = dict(KITTI_IOU_THRESHOLDS)
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            out[name] = float(number)
+        except ValueError:
+            raise click.BadParameter(
+                f"expected NAME=VALUE, got {value!r}", param_hint="--threshold"
+            ) from None
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint="--threshold")
+    return out
+
+
+@cache.command("stats")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--prepared",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The prepared split the cache was written for (its labels give the positives).",
+)
+@click.option("--view", default="identity", show_default=True, help="The cached view: identity or hflip.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="CLASS=IOU",
+    help="IoU threshold of a class (default Car=0.7, Pedestrian=0.5, Cyclist=0.5); repeatable.",
+)
+@click.option("--iou", type=click.Choice(["3d", "bev"]), default="3d", show_default=True)
+@click.option(
+    "--split", "split_kind", type=click.Choice(["groups", "scalars"]), default="groups", show_default=True
+)
+@click.option("--frames", "max_frames", type=click.IntRange(min=1), help="Only the store's first N frames.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
+def stats(
+    store: Path,
+    prepared: Path,
+    view: str,
+    json_path: Path | None,
+    thresholds: tuple[str, ...],
+    iou: str,
+    split_kind: str,
+    max_frames: int | None,
+    progress: bool,
+) -> None:
+    """Teacher score histograms, anchors above 0.1/0.3/0.5/0.7 per frame, and for the positive anchors the
+    share whose teacher box passes the whole-box IoU threshold versus each XGD component pilot."""
+    from stereodistill.cache.stats import StatsOptions, cache_stats, format_stats
+
+    options = StatsOptions(
+        view=view,
+        iou_thresholds=_parse_thresholds(thresholds),
+        split=split_kind,  # type: ignore[arg-type]
+        iou=iou,  # type: ignore[arg-type]
+        max_frames=max_frames,
+    )
+    result = cache_stats(store, prepared, options, progress=progress)
+    click.echo(format_stats(result))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
