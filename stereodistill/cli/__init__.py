@@ -32,6 +32,7 @@ def main() -> None:
 from stereodistill.cli.cache import cache, cache_teacher  # noqa: E402
 from stereodistill.cli.data import data, prepare  # noqa: E402
 from stereodistill.cli.evaluate import evaluate  # noqa: E402
+from stereodistill.cli.student import student, train_student  # noqa: E402
 from stereodistill.cli.synth import synth  # noqa: E402
 from stereodistill.cli.teacher import teacher, train_teacher  # noqa: E402
 
@@ -43,3 +44,5 @@ main.add_command(train_teacher)
 main.add_command(teacher)
 main.add_command(cache_teacher)
 main.add_command(cache)
+main.add_command(train_student)
+main.add_command(student)

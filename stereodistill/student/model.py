@@ -56,7 +56,9 @@ def calibration_tensors(
 def images_to_tensor(images: Sequence[np.ndarray], device: torch.device | str | None = None) -> Tensor:
     """uint8 RGB images ``(H, W, 3)`` (one size) -> float ``(B, 3, H, W)`` in [0, 1]."""
     stacked = np.stack([np.ascontiguousarray(im) for im in images])
-    return torch.as_tensor(stacked, device=device).permute(0, 3, 1, 2).float().div_(255.0)
+    # NCHW-contiguous: a channels-last input sends CPU convolutions to a oneDNN backward that corrupts the heap
+    # (torch 2.13); the NCHW path is fine.
+    return torch.as_tensor(stacked, device=device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 class BEVBackbone(nn.Module):

@@ -1,0 +1,78 @@
+"""The student's pipeline steps driven by params.yaml: shared by `stages/` and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from stereodistill.data.prepared import PreparedSplit
+from stereodistill.evaluation.kitti import evaluate_kitti
+from stereodistill.evaluation.report import format_table, write_json_atomic
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.decode import DecodeSettings
+from stereodistill.params import require, section
+from stereodistill.student.config import StudentConfig
+from stereodistill.student.predict import predict_to_kitti
+from stereodistill.student.train import (
+    DistillSettings,
+    StudentTrainSettings,
+    load_student,
+    train_student,
+)
+from stereodistill.teacher.run import default_device
+
+
+def train_student_from_params(
+    params: dict[str, Any], resume: bool = False, restart_on_mismatch: bool = False, progress: bool = True
+) -> Path:
+    """Train the student on ``{data.prepared_dir}/train.h5`` into ``student.out_dir`` (see ``train_student``).
+
+    The teacher cache ``cache.store`` is opened only when ``distill`` turns XGD or CLD on.
+    """
+    data, student = section(params, "data"), section(params, "student")
+    grid = AnchorGrid.from_params(section(params, "grid"), "params.yaml")
+    distill = DistillSettings.from_params(params.get("distill"))
+    cache_path = None
+    if distill.enabled:
+        cache_path = require(section(params, "cache"), "store", "cache")
+    return train_student(
+        grid,
+        StudentConfig.from_params(require(student, "model", "student")),
+        StudentTrainSettings.from_params(require(student, "train", "student")),
+        distill,
+        Path(require(data, "prepared_dir", "data")) / "train.h5",
+        require(student, "out_dir", "student"),
+        cache_path=cache_path,
+        resume=resume,
+        restart_on_mismatch=restart_on_mismatch,
+        device=default_device(),
+        progress=progress,
+    )
+
+
+def evaluate_student_from_params(params: dict[str, Any], progress: bool = True) -> dict:
+    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
+    data, student, evaluate = section(params, "data"), section(params, "student"), section(params, "evaluate")
+    grid = AnchorGrid.from_params(section(params, "grid"), "params.yaml")
+    model, ckpt = load_student(
+        Path(require(student, "out_dir", "student")) / "student.pt", default_device(), grid
+    )
+    image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
+    split = PreparedSplit(
+        Path(require(data, "prepared_dir", "data")) / f"{require(evaluate, 'split', 'evaluate')}.h5"
+    )
+    detections = predict_to_kitti(
+        model,
+        split,
+        DecodeSettings(**require(student, "decode", "student")),
+        require(evaluate, "student_predictions", "evaluate"),
+        image_scale=image_scale,
+        progress=progress,
+    )
+    ground_truth = {frame_id: split.objects(i) for i, frame_id in enumerate(split.frame_ids)}
+    result = evaluate_kitti(ground_truth, detections, tuple(require(evaluate, "classes", "evaluate")))
+    write_json_atomic(require(evaluate, "student_metrics", "evaluate"), result)
+    tqdm.write(format_table(result))
+    return result

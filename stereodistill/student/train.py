@@ -1,0 +1,662 @@
+"""Training the stereo student (stage two: the `train_student` stage and `stereodistill train-student`).
+
+Loss per batch (METHOD.md §1.5, §2.12)::
+
+    L = cls + loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
+      + depth * LIGA's two-hot depth CE (student/depth.py)
+      + distill.xgd.weight * XGD (or the whole-box baseline)      when distill.xgd.mode != off
+      + distill.cld.weight * CLD                                    when distill.cld.mode != off
+
+XGD candidates are the student's positive anchors; their teacher boxes come from the cache view of the scene
+the student sees (``hflip`` after a stereo flip), matched GT boxes from the assigner. CLD's teacher logits are
+the cache's class logits, over the region ``distill.cld.region`` (a union of ``gt_boxes``, ``confident``, or
+``all``). With both off the student trains on GT alone and no cache is opened.
+
+AdamW, a linear warm-up from ``lr * warmup_factor`` over ``warmup_epochs``, then cosine decay to
+``lr * min_lr_ratio`` or step decay (x ``step_gamma`` at each of ``step_epochs``), gradient-norm clipping, a
+per-epoch loss log and a checkpoint after every epoch. Sample order and flips depend only on
+``(seed, epoch, frame)``, so ``resume=True`` trains on exactly what an uninterrupted run would.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch), ``student.pt`` (finished model) and ``loss_log.csv``
+(columns :data:`LOG_COLUMNS`; ``xgd_kept_<component>`` is the mean share of candidates whose component was
+distilled).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from stereodistill.cache.reader import TeacherCache
+from stereodistill.checkpoints import load_checkpoint, save_atomic
+from stereodistill.data.prepared import PreparedSplit
+from stereodistill.distill.cld import (
+    CLD_MODES,
+    CellLayout,
+    CldOptions,
+    all_cells,
+    cells_in_boxes,
+    cld_loss,
+    confident_cells,
+)
+from stereodistill.distill.pilots import SPLITS, components
+from stereodistill.distill.xgd import DEFAULT_THRESHOLDS, XgdOptions, whole_box_loss, xgd_loss
+from stereodistill.errors import InputError
+from stereodistill.fingerprint import source_fingerprint
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
+from stereodistill.head.losses import detection_losses
+from stereodistill.student.config import StudentConfig
+from stereodistill.student.dataset import (
+    FLIP_VIEW,
+    IDENTITY_VIEW,
+    StudentFrames,
+    StudentSample,
+    batch_inputs,
+    collate_samples,
+)
+from stereodistill.student.depth import depth_loss, depth_target_map
+from stereodistill.student.model import StereoStudent
+from stereodistill.teacher.train import split_fingerprint
+
+CHECKPOINT_KIND = "student-training"
+MODEL_KIND = "student"
+SCHEDULES = ("cosine", "step")
+XGD_MODES = ("xgd", "whole_box", "off")
+CLD_REGIONS = ("gt_boxes", "confident", "all")
+LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
+
+
+def _unknown(values: Mapping[str, Any], known: Any, where: str) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputError(f"unknown field(s) {', '.join(f'{where}.{k}' for k in unknown)}", "params.yaml")
+
+
+def _fail(field_name: str, message: str) -> None:
+    raise InputError(f"{field_name}: {message}", "params.yaml")
+
+
+@dataclass(frozen=True)
+class StudentTrainSettings:
+    """The ``student.train`` section of params.yaml."""
+
+    epochs: int = 60
+    batch_size: int = 1
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.1  # the warm-up starts at lr * warmup_factor
+    schedule: str = "step"  # step | cosine
+    step_epochs: tuple[int, ...] = (50,)
+    step_gamma: float = 0.1
+    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
+    grad_clip: float = 10.0
+    seed: int = 0
+    num_workers: int = 0
+    flip_probability: float = 0.5
+    image_scale: int = 1  # integer image downsampling (P2/P3 scaled consistently), see student/dataset.py
+    frame_limit: int = 0  # > 0: train on the first that many frames only (smoke runs)
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"cls": 1.0, "loc": 0.5, "dir": 0.2, "depth": 1.0}
+    )
+
+    def __post_init__(self) -> None:
+        w = "student.train"
+        if self.epochs < 1:
+            _fail(f"{w}.epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            _fail(f"{w}.batch_size", f"must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            _fail(f"{w}.lr", f"must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            _fail(f"{w}.schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 <= self.flip_probability <= 1.0:
+            _fail(f"{w}.flip_probability", f"must lie in [0, 1], got {self.flip_probability}")
+        if not isinstance(self.image_scale, int) or self.image_scale < 1:
+            _fail(f"{w}.image_scale", f"must be a positive integer, got {self.image_scale!r}")
+        if self.warmup_epochs < 0 or not 0 < self.warmup_factor <= 1:
+            _fail(f"{w}.warmup_epochs", "need warmup_epochs >= 0 and 0 < warmup_factor <= 1")
+        if set(self.loss_weights) != {"cls", "loc", "dir", "depth"}:
+            _fail(f"{w}.loss_weights", f"needs exactly cls, loc, dir, depth; got {sorted(self.loss_weights)}")
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> StudentTrainSettings:
+        values = dict(section)
+        _unknown(values, cls.__dataclass_fields__, "student.train")
+        if "step_epochs" in values:
+            values["step_epochs"] = tuple(int(v) for v in values["step_epochs"])
+        if "loss_weights" in values:
+            values["loss_weights"] = {k: float(v) for k, v in dict(values["loss_weights"]).items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["step_epochs"] = list(self.step_epochs)
+        return d
+
+
+@dataclass(frozen=True)
+class XgdSettings:
+    """``distill.xgd``: ``mode`` xgd | whole_box | off; thresholds per class in grid order (or per component)."""
+
+    mode: str = "xgd"
+    split: str = "groups"
+    iou: str = "3d"
+    thresholds: Any = DEFAULT_THRESHOLDS
+    beta: float = 1.0 / 9.0
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        w = "distill.xgd"
+        if self.mode not in XGD_MODES:
+            _fail(f"{w}.mode", f"expected one of {', '.join(XGD_MODES)}, got {self.mode!r}")
+        if self.split not in SPLITS:
+            _fail(f"{w}.split", f"expected one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.iou not in ("3d", "bev"):
+            _fail(f"{w}.iou", f"expected 3d or bev, got {self.iou!r}")
+        if self.mode == "whole_box" and isinstance(self.thresholds, Mapping):
+            _fail(f"{w}.thresholds", "whole_box needs one threshold per class, not per component")
+        try:
+            self.options()
+        except ValueError as err:
+            _fail(f"{w}.thresholds", str(err))
+
+    def options(self) -> XgdOptions:
+        return XgdOptions(split=self.split, iou=self.iou, thresholds=self.thresholds, beta=self.beta)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def num_classes(self) -> int:
+        from stereodistill.distill.xgd import threshold_table
+
+        return threshold_table(self.thresholds, self.split).shape[1]
+
+
+@dataclass(frozen=True)
+class CldSettings:
+    """``distill.cld``: ``mode`` diagonal | all | per_class | off; ``region`` a list of gt_boxes/confident/all."""
+
+    mode: str = "diagonal"
+    temperature: float = 1.0
+    region: tuple[str, ...] = ("gt_boxes", "confident")
+    confident_threshold: float = 0.1
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        w = "distill.cld"
+        if self.mode not in (*CLD_MODES, "off"):
+            _fail(f"{w}.mode", f"expected one of {', '.join((*CLD_MODES, 'off'))}, got {self.mode!r}")
+        if not self.temperature > 0:
+            _fail(f"{w}.temperature", f"must be > 0, got {self.temperature}")
+        bad = [r for r in self.region if r not in CLD_REGIONS]
+        if bad or not self.region:
+            _fail(
+                f"{w}.region",
+                f"expected a non-empty list of {', '.join(CLD_REGIONS)}, got {list(self.region)}",
+            )
+        if not 0 < self.confident_threshold < 1:
+            _fail(f"{w}.confident_threshold", f"must lie in (0, 1), got {self.confident_threshold}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def options(self) -> CldOptions:
+        return CldOptions(mode=self.mode, temperature=self.temperature)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The ``distill`` section of params.yaml: ``xgd`` and ``cld``."""
+
+    xgd: XgdSettings = XgdSettings()
+    cld: CldSettings = CldSettings()
+
+    @property
+    def enabled(self) -> bool:
+        return self.xgd.enabled or self.cld.enabled
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any] | None) -> DistillSettings:
+        values = dict(section or {})
+        _unknown(values, cls.__dataclass_fields__, "distill")
+        xgd = dict(values.get("xgd") or {})
+        _unknown(xgd, XgdSettings.__dataclass_fields__, "distill.xgd")
+        if isinstance(xgd.get("thresholds"), list):
+            xgd["thresholds"] = tuple(float(v) for v in xgd["thresholds"])
+        elif isinstance(xgd.get("thresholds"), Mapping):
+            xgd["thresholds"] = {k: tuple(float(x) for x in v) for k, v in xgd["thresholds"].items()}
+        cld = dict(values.get("cld") or {})
+        _unknown(cld, CldSettings.__dataclass_fields__, "distill.cld")
+        if "region" in cld:
+            region = cld["region"]
+            cld["region"] = (region,) if isinstance(region, str) else tuple(region)
+        return cls(XgdSettings(**xgd), CldSettings(**cld))
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return {"xgd": plain(asdict(self.xgd)), "cld": plain(asdict(self.cld))}
+
+
+# ---------------------------------------------------------------------------------------- the cache
+def views_needed(settings: StudentTrainSettings) -> list[str]:
+    return [IDENTITY_VIEW] + ([FLIP_VIEW] if settings.flip_probability > 0 else [])
+
+
+def open_cache(
+    path: str | Path,
+    grid: AnchorGrid,
+    settings: StudentTrainSettings,
+    distill: DistillSettings,
+    split: PreparedSplit,
+) -> TeacherCache:
+    """Open the teacher cache and check it serves this run; errors name the param that asks for more."""
+    cache = TeacherCache(path)
+    held = cache.views
+    missing = [v for v in views_needed(settings) if v not in held]
+    if missing:
+        raise InputError(
+            f"student.train.flip_probability is {settings.flip_probability}: the student needs cache views "
+            f"{missing}, the cache holds {held} (add them to cache.views and rerun cache-teacher, or set "
+            "student.train.flip_probability: 0)",
+            cache.path,
+        )
+    iou_needed = min(c.matched_iou for c in grid.classes)
+    floor = float(cache.identity["coverage"]["iou_floor"])
+    if distill.xgd.enabled and iou_needed < floor - 1e-9:
+        raise InputError(
+            f"grid.classes[*].matched_iou: the assigner's positives start at IoU {iou_needed}, but the cache holds "
+            f"boxes only down to cache.coverage.iou_floor {floor} (needed by distill.xgd.mode "
+            f"{distill.xgd.mode!r}); rebuild the cache with a lower iou_floor",
+            cache.path,
+        )
+    if distill.xgd.enabled and distill.xgd.num_classes() != grid.num_classes:
+        raise InputError(
+            f"distill.xgd.thresholds: need one threshold per grid class ({grid.num_classes}), "
+            f"got {distill.xgd.num_classes()}",
+            "params.yaml",
+        )
+    cache.validate(
+        grid,
+        views_needed(settings),
+        iou_floor_needed=iou_needed if distill.xgd.enabled else 1.0,
+        split_fingerprint=split_fingerprint(split),
+        frame_ids=split.frame_ids,
+    )
+    return cache
+
+
+# ---------------------------------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class StepLosses:
+    """Loss terms of one batch (scalars; ``total`` carries the graph) and XGD's kept share per component."""
+
+    terms: dict[str, Tensor]
+    xgd_kept: dict[str, float]
+    num_positive: int
+
+
+def ground_truths(
+    samples: list[StudentSample], grid: AnchorGrid, device: torch.device
+) -> list[FrameGroundTruth]:
+    out = []
+    for s in samples:
+        gt = ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid.class_names)
+        out.append(type(gt)(*(getattr(gt, f).to(device) for f in gt.__dataclass_fields__)))
+    return out
+
+
+def student_losses(
+    model: StereoStudent,
+    assigner: TargetAssigner,
+    samples: list[StudentSample],
+    settings: StudentTrainSettings,
+    distill: DistillSettings,
+    device: torch.device,
+    cache: TeacherCache | None = None,
+) -> StepLosses:
+    """Forward one batch and compute every loss term (see the module docstring)."""
+    grid, cfg = model.grid, model.config
+    inputs = batch_inputs(
+        [s.left for s in samples], [s.right for s in samples], [s.calib for s in samples], device
+    )
+    out = model(inputs.left, inputs.right, inputs.P2, inputs.baseline)
+    head = model.head.flatten(out.head)
+    gts = ground_truths(samples, grid, device)
+    targets = assigner.assign_batch(gts)
+    w = settings.loss_weights
+    terms = detection_losses(
+        head.cls,
+        head.box,
+        head.dir,
+        targets.labels,
+        targets.box_targets,
+        targets.dir_targets,
+        cls_weight=w["cls"],
+        loc_weight=w["loc"],
+        dir_weight=w["dir"],
+    )
+    padded_hw = tuple(inputs.left.shape[-2:])
+    depth_target = torch.stack(
+        [
+            depth_target_map(s.depth, padded_hw, cfg.feature_stride, (cfg.depth_min, cfg.depth_max))
+            for s in samples
+        ]
+    ).to(device)
+    terms["depth"] = w["depth"] * depth_loss(out.depth_logits, depth_target, model.plane_depths)
+    zero = terms["depth"].new_zeros(())
+    terms["xgd"], terms["cld"] = zero, zero
+    positive = targets.positive
+    kept: dict[str, float] = {}
+    if distill.xgd.enabled:
+        frame_of, anchor_of = torch.nonzero(positive, as_tuple=True)
+        teacher_boxes = []
+        for b, s in enumerate(samples):
+            idx = anchor_of[frame_of == b]
+            cached = s.teacher
+            if cached is None:
+                raise ValueError("distillation needs samples with the teacher's cached answer")
+            if cache is not None:
+                cache.require_covered(cached, idx)
+            slot = torch.searchsorted(cached.covered_index, idx.cpu())
+            teacher_boxes.append(cached.boxes[slot])
+        teacher = torch.cat(teacher_boxes).to(device=device, dtype=head.box.dtype)
+        matched = targets.matched_gt[frame_of, anchor_of]
+        gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
+            head.box.dtype
+        )
+        anchors = grid.anchors(device=device)[anchor_of]
+        class_ids = targets.labels[frame_of, anchor_of]
+        codes = head.box[frame_of, anchor_of]
+        x = distill.xgd
+        if x.mode == "xgd":
+            result = xgd_loss(
+                codes,
+                teacher,
+                gt_boxes,
+                anchors,
+                class_ids,
+                frame_of,
+                len(samples),
+                x.options(),
+                weight=x.weight,
+            )
+        else:
+            result = whole_box_loss(
+                codes,
+                teacher,
+                gt_boxes,
+                anchors,
+                class_ids,
+                frame_of,
+                len(samples),
+                iou=x.iou,  # type: ignore[arg-type]
+                thresholds=x.thresholds,
+                beta=x.beta,
+                weight=x.weight,
+            )
+        terms["xgd"] = result.loss
+        kept = {name: float(v) for name, v in zip(result.components, result.kept_share.tolist(), strict=True)}
+    if distill.cld.enabled:
+        layout = CellLayout.from_grid(grid)
+        teacher_logits = torch.stack([s.teacher.cls_logits for s in samples]).to(device)  # type: ignore[union-attr]
+        c = distill.cld
+        region = torch.zeros(len(samples), layout.num_cells, dtype=torch.bool, device=device)
+        if "all" in c.region:
+            region |= all_cells(len(samples), layout, device)
+        if "gt_boxes" in c.region:
+            region |= cells_in_boxes(grid, [g.boxes for g in gts]).to(device)
+        if "confident" in c.region:
+            region |= confident_cells(teacher_logits, layout, c.confident_threshold)
+        terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, c.options(), weight=c.weight).loss
+    terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
+    return StepLosses(terms, kept, int(positive.sum()))
+
+
+# ---------------------------------------------------------------------------------------- schedule
+def lr_factor(step: int, steps_per_epoch: int, settings: StudentTrainSettings) -> float:
+    """Multiplier of ``settings.lr`` at optimiser step ``step`` (0-based)."""
+    warmup = settings.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return settings.warmup_factor + (1.0 - settings.warmup_factor) * step / warmup
+    if settings.schedule == "step":
+        epoch = step // steps_per_epoch  # 0-based epoch of this step
+        return settings.step_gamma ** sum(1 for e in settings.step_epochs if epoch >= e)
+    total = settings.epochs * steps_per_epoch
+    progress = (step - warmup) / max(1.0, total - warmup)
+    low = settings.min_lr_ratio
+    return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def student_model_checkpoint(
+    model: StereoStudent, epoch: int, extra: Mapping[str, Any] | None = None
+) -> dict:
+    return {
+        "kind": MODEL_KIND,
+        "model": model.state_dict(),
+        "grid": model.grid.to_dict(),
+        "config": model.config.to_dict(),
+        "epoch": epoch,
+        **(extra or {}),
+    }
+
+
+def load_student(
+    path: str | Path, device: torch.device | str = "cpu", grid: AnchorGrid | None = None
+) -> tuple[StereoStudent, dict[str, Any]]:
+    """The finished student at ``path`` in eval mode and its checkpoint's extra fields (``settings`` ...)."""
+    ckpt = load_checkpoint(path, MODEL_KIND)
+    stored = AnchorGrid.from_dict(ckpt["grid"])
+    if grid is not None:
+        grid.check_compatible(stored, what=str(path))
+    model = StereoStudent(StudentConfig.from_params(ckpt["config"]), stored)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+LOG_COLUMNS_BASE = ["epoch", *LOSS_TERMS, "positives", "lr", "seconds"]
+
+
+def log_columns(distill: DistillSettings) -> list[str]:
+    names: tuple[str, ...] = ()
+    if distill.xgd.mode == "xgd":
+        names = tuple(components(distill.xgd.split))  # type: ignore[arg-type]
+    elif distill.xgd.mode == "whole_box":
+        names = ("box",)
+    return LOG_COLUMNS_BASE[:-2] + [f"xgd_kept_{n}" for n in names] + LOG_COLUMNS_BASE[-2:]
+
+
+def _loss_log_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= up_to_epoch]
+
+
+def _write_loss_log(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def training_code_fingerprint() -> str:
+    """Fingerprint of the code a student's training runs (student, head, distill, geometry, cache reader, data)."""
+    import stereodistill.cache.reader as reader
+    import stereodistill.data.prepared as prepared
+    import stereodistill.distill as distill
+    import stereodistill.geometry as geometry
+    import stereodistill.head as head
+    import stereodistill.student as student
+
+    digest = hashlib.sha256(source_fingerprint(student, head, distill, geometry).encode())
+    digest.update(Path(prepared.__file__).read_bytes())
+    digest.update(Path(reader.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- training
+def train_student(
+    grid: AnchorGrid,
+    config: StudentConfig,
+    settings: StudentTrainSettings,
+    distill: DistillSettings,
+    train_split: str | Path,
+    out_dir: str | Path,
+    cache_path: str | Path | None = None,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    restart_on_mismatch: bool = False,
+) -> Path:
+    """Train and return the path of ``student.pt`` (see the module docstring).
+
+    ``cache_path`` is needed (and validated) only when ``distill`` enables XGD or CLD. The checkpoint records
+    the grid, network, training and distillation settings, a fingerprint of the training code, of the training
+    split and the cache's identity; resuming under a different one is an error or, with
+    ``restart_on_mismatch`` (the DVC stage), a fresh start.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(settings.seed)
+    split = PreparedSplit(train_split)
+    cache = None
+    if distill.enabled:
+        if cache_path is None:
+            raise InputError(
+                "distill.xgd/cld are on but no teacher cache (cache.store) was given", "params.yaml"
+            )
+        cache = open_cache(cache_path, grid, settings, distill, split)
+    model = StereoStudent(config, grid).to(device)
+    assigner = TargetAssigner(grid)
+    frames = StudentFrames(
+        split, settings.flip_probability, settings.image_scale, settings.seed, cache, settings.frame_limit
+    )
+    steps_per_epoch = max(1, -(-len(frames) // settings.batch_size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, steps_per_epoch, settings)
+    )
+    identity = {
+        "grid": grid.to_dict(),
+        "config": config.to_dict(),
+        "settings": settings.to_dict(),
+        "distill": distill.to_dict(),
+        "code": training_code_fingerprint(),
+        "data": split_fingerprint(split),
+        "cache": None if cache is None else cache.identity,
+    }
+    start_epoch = 0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, CHECKPOINT_KIND, map_location=device)
+        changed = [key for key in identity if ckpt.get(key) != identity[key]]
+        if not changed:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch = int(ckpt["epoch"])
+            tqdm.write(f"resuming the student after epoch {start_epoch} from {ckpt_path}")
+        elif restart_on_mismatch:
+            tqdm.write(
+                f"not resuming from {ckpt_path}: the student's {', '.join(changed)} changed; starting over"
+            )
+        else:
+            raise InputError(
+                f"cannot resume: the student's {', '.join(changed)} changed since this checkpoint was written "
+                "(delete it to start over)",
+                ckpt_path,
+            )
+    columns = log_columns(distill)
+    log_path = out_dir / "loss_log.csv"
+    log_rows: list[dict[str, Any]] = _loss_log_rows(log_path, start_epoch)
+
+    for epoch in range(start_epoch + 1, settings.epochs + 1):
+        model.train()
+        frames.set_epoch(epoch)
+        order = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
+        loader = DataLoader(
+            frames,
+            batch_size=settings.batch_size,
+            shuffle=True,
+            generator=order,
+            collate_fn=collate_samples,
+            num_workers=settings.num_workers,
+        )
+        sums = dict.fromkeys(LOSS_TERMS, 0.0)
+        kept_sums: dict[str, float] = {}
+        positives = 0
+        started = time.perf_counter()
+        bar = tqdm(
+            loader,
+            desc=f"student epoch {epoch}/{settings.epochs}",
+            unit="batch",
+            disable=None if progress else True,
+            leave=False,
+        )
+        for samples in bar:
+            step = student_losses(model, assigner, samples, settings, distill, device, cache)
+            optimizer.zero_grad(set_to_none=True)
+            step.terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for key in sums:
+                sums[key] += float(step.terms[key].detach())
+            for key, value in step.xgd_kept.items():
+                kept_sums[key] = kept_sums.get(key, 0.0) + value
+            positives += step.num_positive
+            bar.set_postfix(loss=f"{float(step.terms['total'].detach()):.3f}")
+        n = len(loader)
+        row = {"epoch": epoch, **{k: f"{v / n:.6f}" for k, v in sums.items()}, "positives": positives}
+        row.update({f"xgd_kept_{k}": f"{v / n:.4f}" for k, v in kept_sums.items()})
+        row.update(lr=f"{scheduler.get_last_lr()[0]:.6g}", seconds=f"{time.perf_counter() - started:.1f}")
+        log_rows.append(row)
+        _write_loss_log(log_path, log_rows, columns)
+        save_atomic(
+            {
+                "kind": CHECKPOINT_KIND,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                **identity,
+            },
+            ckpt_path,
+        )
+        tqdm.write(
+            f"student epoch {epoch}: loss {sums['total'] / n:.4f} ("
+            + ", ".join(f"{k} {sums[k] / n:.4f}" for k in LOSS_TERMS[1:])
+            + ")"
+        )
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < settings.epochs:
+            return ckpt_path
+    final = out_dir / "student.pt"
+    extra = {"settings": settings.to_dict(), "distill": distill.to_dict()}
+    save_atomic(student_model_checkpoint(model, settings.epochs, extra), final)
+    return final

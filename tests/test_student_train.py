@@ -1,0 +1,313 @@
+"""Training the stereo student: settings, image scaling, flip/cache pairing, GT-only and distilled steps, resume,
+cache validation, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from cache_fixtures import anchor_grid
+
+from stereodistill.cache.reader import TeacherCache
+from stereodistill.data.prepared import PreparedSplit
+from stereodistill.errors import InputError
+from stereodistill.head.assigner import TargetAssigner
+from stereodistill.student.config import StudentConfig
+from stereodistill.student.dataset import (
+    StudentFrames,
+    batch_inputs,
+    downscale_image,
+    flip_decision,
+    scale_calibration,
+    scale_depth_rows,
+)
+from stereodistill.student.flip import flip_boxes
+from stereodistill.student.model import StereoStudent
+from stereodistill.student.train import (
+    DistillSettings,
+    StudentTrainSettings,
+    load_student,
+    lr_factor,
+    open_cache,
+    student_losses,
+    train_student,
+)
+
+torch.set_num_threads(1)
+
+TINY = StudentConfig(
+    backbone_channels=(4, 4, 8),
+    backbone_strides=(1, 2, 1),
+    backbone_blocks=(1, 1, 1),
+    stereo_channels=8,
+    semantic_channels=4,
+    gwc_groups=2,
+    num_planes=8,
+    cost_channels=4,
+    voxel_z=4,
+    z_pool=2,
+    volume_channels=4,
+    bev_channels=8,
+    norm_groups=4,
+)
+GT_ONLY = DistillSettings.from_params({"xgd": {"mode": "off"}, "cld": {"mode": "off"}})
+DISTILL = DistillSettings.from_params(
+    {
+        "xgd": {"mode": "xgd", "split": "groups", "iou": "3d"},
+        "cld": {"mode": "diagonal", "region": ["gt_boxes", "confident"]},
+    }
+)
+
+
+def tiny_settings(**overrides) -> StudentTrainSettings:
+    values = dict(epochs=1, batch_size=2, image_scale=4, flip_probability=0.5, frame_limit=2, seed=3)
+    values.update(overrides)
+    return StudentTrainSettings(**values)
+
+
+def _log(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_settings_parse_and_errors_name_the_field():
+    s = StudentTrainSettings.from_params({"epochs": 3, "step_epochs": [2], "image_scale": 2})
+    assert s.epochs == 3 and s.step_epochs == (2,) and s.image_scale == 2
+    assert StudentTrainSettings.from_params(s.to_dict()) == s
+    with pytest.raises(InputError, match=r"student\.train\.bogus"):
+        StudentTrainSettings.from_params({"bogus": 1})
+    with pytest.raises(InputError, match=r"student\.train\.image_scale"):
+        StudentTrainSettings.from_params({"image_scale": 0})
+    with pytest.raises(InputError, match=r"student\.train\.schedule"):
+        StudentTrainSettings.from_params({"schedule": "linear"})
+    with pytest.raises(InputError, match=r"student\.train\.flip_probability"):
+        StudentTrainSettings.from_params({"flip_probability": 1.5})
+    with pytest.raises(InputError, match=r"distill\.xgd\.mode"):
+        DistillSettings.from_params({"xgd": {"mode": "soft"}})
+    with pytest.raises(InputError, match=r"distill\.xgd\.thresholds"):
+        DistillSettings.from_params({"xgd": {"thresholds": {"center": [0.7]}}})
+    with pytest.raises(InputError, match=r"distill\.cld\.region"):
+        DistillSettings.from_params({"cld": {"region": ["everywhere"]}})
+    with pytest.raises(InputError, match=r"distill\.cld\.extra"):
+        DistillSettings.from_params({"cld": {"extra": 1}})
+    d = DistillSettings.from_params({"cld": {"region": "all"}, "xgd": {"thresholds": [0.6, 0.4, 0.4]}})
+    assert d.cld.region == ("all",) and d.xgd.thresholds == (0.6, 0.4, 0.4)
+    assert DistillSettings.from_params(d.to_dict()) == d
+    assert not GT_ONLY.enabled and DISTILL.enabled
+
+
+def test_lr_schedule_warms_up_then_decays():
+    s = StudentTrainSettings(
+        epochs=10, warmup_epochs=1, warmup_factor=0.1, schedule="step", step_epochs=(5, 8)
+    )
+    assert lr_factor(0, 4, s) == pytest.approx(0.1)
+    assert lr_factor(2, 4, s) == pytest.approx(0.55)
+    assert [lr_factor(4 * e, 4, s) for e in (1, 4, 5, 7, 8, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    c = StudentTrainSettings(epochs=3, warmup_epochs=1, schedule="cosine", min_lr_ratio=0.0)
+    assert lr_factor(2, 2, c) == pytest.approx(1.0)
+    assert lr_factor(4, 2, c) == pytest.approx(0.5)  # halfway through the 4 post-warm-up steps
+
+
+# ------------------------------------------------------------------------------------------ image scale
+def test_downscale_and_calibration_stay_consistent(synthetic_train_split):
+    split = PreparedSplit(synthetic_train_split)
+    calib = split.calibration(0)
+    image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    small = downscale_image(image, 2)
+    assert small.shape == (2, 3, 3)
+    assert small[0, 0, 0] == round((image[0, 0, 0] + image[0, 1, 0] + image[1, 0, 0] + image[1, 1, 0]) / 4)
+    # A 3D point lands at u in the full image and at (u - (s-1)/2) / s in the downscaled one, for both cameras.
+    point = np.array([[15.0, 2.0, -0.5]])
+    for s in (2, 4):
+        scaled = scale_calibration(calib, s)
+        for camera in (2, 3):
+            uv, _ = calib.project_to_image(point, camera=camera)
+            uv_s, _ = scaled.project_to_image(point, camera=camera)
+            np.testing.assert_allclose(uv_s, (uv - (s - 1) / 2) / s, atol=1e-9)
+        assert scaled.baseline == pytest.approx(calib.baseline)
+        rows = np.array([[uv[0, 0], uv[0, 1], 15.0]], dtype=np.float32)
+        np.testing.assert_allclose(scale_depth_rows(rows, s)[0, :2], (uv[0] - (s - 1) / 2) / s, rtol=1e-5)
+    assert scale_calibration(calib, 1) is calib
+
+
+def test_batch_pads_images_bottom_right(synthetic_train_split):
+    calib = PreparedSplit(synthetic_train_split).calibration(0)
+    a = np.full((4, 6, 3), 255, np.uint8)
+    b = np.full((3, 5, 3), 255, np.uint8)
+    inputs = batch_inputs([a, b], [a, b], [calib, scale_calibration(calib, 2)])
+    assert inputs.left.shape == (2, 3, 4, 6) and inputs.image_hw == [(4, 6), (3, 5)]
+    assert float(inputs.left[0].min()) == 1.0
+    assert float(inputs.right[1, :, :3, :5].min()) == 1.0
+    assert float(inputs.right[1, :, 3:].max()) == 0.0 and float(inputs.right[1, :, :, 5:].max()) == 0.0
+    assert inputs.P2.shape == (2, 3, 4) and float(inputs.P2[1, 0, 0]) == pytest.approx(calib.P2[0, 0] / 2)
+
+
+# ------------------------------------------------------------------------------------------ flip pairing
+def test_flip_reads_the_hflip_view_of_the_same_frame(teacher_cache_setup):
+    split = PreparedSplit(teacher_cache_setup["split"])
+    cache = TeacherCache(teacher_cache_setup["params"]["cache"]["store"])
+    flipped = StudentFrames(split, flip_probability=1.0, image_scale=1, cache=cache)
+    plain = StudentFrames(split, flip_probability=0.0, image_scale=1, cache=cache)
+    for i in range(2):
+        f, p = flipped[i], plain[i]
+        assert f.view == "hflip" and f.teacher.view == "hflip" and f.teacher.frame_id == split.frame_ids[i]
+        assert p.view == "identity" and p.teacher.view == "identity"
+        torch.testing.assert_close(f.teacher.cls_logits, cache.read(i, "hflip").cls_logits)
+        np.testing.assert_allclose(f.boxes, flip_boxes(split.labels(i).boxes), equal_nan=True)
+        left, right = split.read_stereo_pair(i)
+        np.testing.assert_array_equal(f.left, right[:, ::-1])
+        np.testing.assert_array_equal(f.right, left[:, ::-1])
+    # The coin depends on (seed, epoch, index) only, and changes between epochs.
+    coins = [flip_decision(5, e, 1, 0.5) for e in range(20)]
+    assert coins == [flip_decision(5, e, 1, 0.5) for e in range(20)]
+    assert 0 < sum(coins) < 20
+
+
+# ------------------------------------------------------------------------------------------ training
+def test_gt_only_step_trains_without_a_cache(synthetic_train_split, tmp_path):
+    path = train_student(
+        anchor_grid(),
+        TINY,
+        tiny_settings(),
+        GT_ONLY,
+        synthetic_train_split,
+        tmp_path,
+        cache_path=None,
+        progress=False,
+    )
+    rows = _log(tmp_path / "loss_log.csv")
+    assert len(rows) == 1 and int(rows[0]["positives"]) > 0
+    terms = {k: float(rows[0][k]) for k in ("total", "cls", "loc", "dir", "depth", "xgd", "cld")}
+    assert all(math.isfinite(v) for v in terms.values())
+    assert terms["depth"] > 0 and terms["cls"] > 0 and terms["xgd"] == 0 and terms["cld"] == 0
+    assert terms["total"] == pytest.approx(
+        terms["cls"] + terms["loc"] + terms["dir"] + terms["depth"], rel=1e-4
+    )
+    model, ckpt = load_student(path, grid=anchor_grid())
+    assert isinstance(model, StereoStudent) and ckpt["settings"]["image_scale"] == 4
+
+
+def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
+    grid = anchor_grid()
+    split = PreparedSplit(teacher_cache_setup["split"])
+    settings = tiny_settings(flip_probability=0.5)
+    cache = open_cache(teacher_cache_setup["params"]["cache"]["store"], grid, settings, DISTILL, split)
+    frames = StudentFrames(split, 0.5, 4, 0, cache)
+    torch.manual_seed(0)
+    model = StereoStudent(TINY, grid)
+    samples = [frames[0], frames[1]]
+    step = student_losses(model, TargetAssigner(grid), samples, settings, DISTILL, torch.device("cpu"), cache)
+    t = step.terms
+    assert step.num_positive > 0
+    assert float(t["xgd"]) > 0 and float(t["cld"]) > 0
+    assert set(step.xgd_kept) == {"centre", "size", "heading"}
+    assert all(0.0 <= v <= 1.0 for v in step.xgd_kept.values())
+    parts = sum(float(t[k]) for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
+    assert float(t["total"]) == pytest.approx(parts, rel=1e-5)
+    t["total"].backward()
+    assert model.head.conv_box.weight.grad.abs().sum() > 0
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_resume_equals_uninterrupted(synthetic_train_split, tmp_path):
+    grid, settings = anchor_grid(), tiny_settings(epochs=2, batch_size=1)
+    full = train_student(grid, TINY, settings, GT_ONLY, synthetic_train_split, tmp_path / "a", progress=False)
+    train_student(
+        grid,
+        TINY,
+        settings,
+        GT_ONLY,
+        synthetic_train_split,
+        tmp_path / "b",
+        progress=False,
+        stop_after_epoch=1,
+    )
+    assert not (tmp_path / "b" / "student.pt").exists()
+    resumed = train_student(
+        grid, TINY, settings, GT_ONLY, synthetic_train_split, tmp_path / "b", resume=True, progress=False
+    )
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _log(tmp_path / "a" / "loss_log.csv")]
+    assert strip == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in _log(tmp_path / "b" / "loss_log.csv")
+    ]
+    # Other settings: resuming is refused, naming what changed.
+    with pytest.raises(InputError, match="settings"):
+        train_student(
+            grid,
+            TINY,
+            tiny_settings(epochs=3, batch_size=1),
+            GT_ONLY,
+            synthetic_train_split,
+            tmp_path / "b",
+            resume=True,
+            progress=False,
+        )
+
+
+# ------------------------------------------------------------------------------------------ cache validation
+def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeypatch):
+    store = teacher_cache_setup["params"]["cache"]["store"]
+    split = PreparedSplit(teacher_cache_setup["split"])
+    grid, settings = anchor_grid(), tiny_settings()
+    with pytest.raises(InputError, match="teacher cache is missing"):
+        open_cache(tmp_path / "none.zarr", grid, settings, DISTILL, split)
+    with pytest.raises(InputError, match=r"grid\.classes\[\*\]\.matched_iou.*cache\.coverage\.iou_floor"):
+        open_cache(store, anchor_grid(matched_iou=0.25, unmatched_iou=0.2), settings, DISTILL, split)
+    # CLD alone does not need boxes, so a low matched_iou only fails on the grid comparison itself.
+    cld_only = DistillSettings.from_params({"xgd": {"mode": "off"}})
+    with pytest.raises(InputError, match=r"matched_iou"):
+        open_cache(store, anchor_grid(matched_iou=0.25, unmatched_iou=0.2), settings, cld_only, split)
+    bad = DistillSettings.from_params({"xgd": {"thresholds": [0.7, 0.5]}})
+    with pytest.raises(InputError, match=r"distill\.xgd\.thresholds"):
+        open_cache(store, grid, settings, bad, split)
+    monkeypatch.setattr(TeacherCache, "views", property(lambda self: ["identity"]))
+    with pytest.raises(InputError, match=r"student\.train\.flip_probability.*hflip"):
+        open_cache(store, grid, settings, DISTILL, split)
+    open_cache(store, grid, tiny_settings(flip_probability=0.0), DISTILL, split)  # identity suffices
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
+    params = yaml.safe_load(Path(teacher_cache_setup["params_path"]).read_text())
+    params["student"] = {
+        "out_dir": str(tmp_path / "student"),
+        "model": TINY.to_dict(),
+        "train": tiny_settings().to_dict(),
+        "decode": {
+            "score_threshold": 0.3,
+            "pre_nms_top_k": 64,
+            "nms_iou_threshold": 0.01,
+            "post_nms_top_k": 20,
+            "class_agnostic": True,
+        },
+    }
+    params["distill"] = DISTILL.to_dict()
+    params["evaluate"].update(
+        split="train",
+        student_predictions=str(tmp_path / "pred"),
+        student_metrics=str(tmp_path / "metrics" / "student_val.json"),
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    result = run_cli("train-student", "--params", path, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "student" / "student.pt").is_file()
+    header = _log(tmp_path / "student" / "loss_log.csv")[0]
+    assert {"xgd_kept_centre", "xgd_kept_size", "xgd_kept_heading"} <= set(header)
+    result = run_cli("student", "evaluate", "--params", path, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "metrics" / "student_val.json").is_file()
+    assert len(list((tmp_path / "pred").glob("*.txt"))) == len(PreparedSplit(teacher_cache_setup["split"]))
