@@ -11,6 +11,11 @@ import torch
 from stereodistill.errors import InputError
 
 
+def default_device() -> torch.device:
+    """Where the stages train and infer: the GPU when there is one (checkpoints load onto it)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary name in the same folder, then rename: a crash never leaves a partial file."""
     path = Path(path)

@@ -30,7 +30,7 @@ from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.cache.schema import KIND_BEST, CacheSettings
 from stereodistill.cache.store import store_identity
 from stereodistill.cache.writer import write_cache
-from stereodistill.data.prepared import PreparedSplit
+from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
@@ -38,7 +38,6 @@ from stereodistill.params import load_params
 from stereodistill.teacher.augment import flip_y
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
-from stereodistill.teacher.train import split_fingerprint
 
 ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
 ARRAYS += ("score_floor_reached", "shard_complete")

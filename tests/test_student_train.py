@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from stereodistill.student.model import StereoStudent
 from stereodistill.student.train import (
     DistillSettings,
     StudentTrainSettings,
+    epoch_indices,
     load_student,
     lr_factor,
     open_cache,
@@ -311,3 +315,52 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "metrics" / "student_val.json").is_file()
     assert len(list((tmp_path / "pred").glob("*.txt"))) == len(PreparedSplit(teacher_cache_setup["split"]))
+
+
+# ------------------------------------------------------------------------------------------ ranks
+def test_epoch_indices_split_one_permutation_over_ranks():
+    alone = epoch_indices(5, seed=2, epoch=3)
+    assert sorted(alone) == [0, 1, 2, 3, 4] and alone == epoch_indices(5, seed=2, epoch=3)
+    assert alone != epoch_indices(5, seed=2, epoch=4)
+    ranks = [epoch_indices(5, seed=2, epoch=3, rank=r, world=2) for r in (0, 1)]
+    assert ranks[0] == alone[0::2] and ranks[1] == alone[1::2] + alone[:1]  # padded to equal steps
+    assert len(ranks[0]) == len(ranks[1]) == 3
+
+
+def test_two_torchrun_ranks_train_one_step_each(synthetic_train_split, tmp_path):
+    params = {
+        "data": {"prepared_dir": str(Path(synthetic_train_split).parent)},
+        "grid": anchor_grid().to_dict(),
+        "student": {
+            "out_dir": str(tmp_path / "student"),
+            "model": TINY.to_dict(),
+            "train": tiny_settings(batch_size=1, frame_limit=2).to_dict(),
+        },
+        "distill": GT_ONLY.to_dict(),
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [
+            str(bin_dir / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "--no-python",
+            str(bin_dir / "stereodistill"),
+            "train-student",
+            "--params",
+            str(path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _log(tmp_path / "student" / "loss_log.csv")
+    assert [r["step"] for r in rows] == ["1"]  # two frames, two ranks, one frame per rank and step
+    model, _ = load_student(tmp_path / "student" / "student.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -10,10 +10,10 @@ from stereodistill.cache.schema import CacheSettings, check_views_supported
 from stereodistill.cache.store import file_sha256, store_identity
 from stereodistill.cache.writer import CacheRunStats, write_cache
 from stereodistill.checkpoints import load_checkpoint
-from stereodistill.data.prepared import PreparedSplit
+from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import require, section
-from stereodistill.teacher.train import MODEL_KIND, load_teacher, split_fingerprint
+from stereodistill.teacher.train import MODEL_KIND, load_teacher
 
 
 def teacher_identity(path: str | Path) -> dict[str, Any]:

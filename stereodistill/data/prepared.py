@@ -513,3 +513,14 @@ def _plain(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def split_fingerprint(split: PreparedSplit) -> str:
+    """Fingerprint of a prepared split's content that is cheap to compute: ids, labels and point counts."""
+    digest = hashlib.sha256("\n".join(split.frame_ids).encode())
+    for i in range(len(split)):
+        labels = split.labels(i)
+        digest.update(np.ascontiguousarray(labels.boxes).tobytes())
+        digest.update("|".join(labels.types.tolist()).encode())
+        digest.update(np.int64(len(split.read_points(i))).tobytes())
+    return digest.hexdigest()

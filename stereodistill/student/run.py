@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.evaluation.report import format_table, write_json_atomic
@@ -21,7 +22,6 @@ from stereodistill.student.train import (
     load_student,
     train_student,
 )
-from stereodistill.teacher.run import default_device
 
 
 def train_student_from_params(

@@ -14,12 +14,18 @@ the cache's class logits, over the region ``distill.cld.region`` (a union of ``g
 
 AdamW, a linear warm-up from ``lr * warmup_factor`` over ``warmup_epochs``, then cosine decay to
 ``lr * min_lr_ratio`` or step decay (x ``step_gamma`` at each of ``step_epochs``), gradient-norm clipping, a
-per-epoch loss log and a checkpoint after every epoch. Sample order and flips depend only on
+per-step loss log and a checkpoint after every epoch. Sample order and flips depend only on
 ``(seed, epoch, frame)``, so ``resume=True`` trains on exactly what an uninterrupted run would.
 
-Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch), ``student.pt`` (finished model) and ``loss_log.csv``
-(columns :data:`LOG_COLUMNS`; ``xgd_kept_<component>`` is the mean share of candidates whose component was
-distilled).
+Under ``torchrun --nproc_per_node N`` the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on
+CUDA): every rank draws the same epoch permutation and takes every N-th frame of it (the last few repeated so
+the ranks take equal steps), ``batch_size`` is per rank, and rank 0 alone writes the log (loss terms averaged
+over ranks) and the checkpoints.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch), ``student.pt`` (finished model) and ``loss_log.csv``,
+one row per optimiser step (columns :func:`log_columns`: ``step``, ``epoch``, every loss term, the batch's
+positives, ``xgd_kept_<component>`` = the share of XGD candidates whose component was distilled, ``lr``,
+``seconds``); DVC plots it.
 """
 
 from __future__ import annotations
@@ -34,13 +40,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from stereodistill.cache.ranks import current_ranks
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import load_checkpoint, save_atomic
-from stereodistill.data.prepared import PreparedSplit
+from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.distill.cld import (
     CLD_MODES,
     CellLayout,
@@ -68,7 +77,6 @@ from stereodistill.student.dataset import (
 )
 from stereodistill.student.depth import depth_loss, depth_target_map
 from stereodistill.student.model import StereoStudent
-from stereodistill.teacher.train import split_fingerprint
 
 CHECKPOINT_KIND = "student-training"
 MODEL_KIND = "student"
@@ -334,13 +342,17 @@ def student_losses(
     distill: DistillSettings,
     device: torch.device,
     cache: TeacherCache | None = None,
+    network: torch.nn.Module | None = None,
 ) -> StepLosses:
-    """Forward one batch and compute every loss term (see the module docstring)."""
+    """Forward one batch and compute every loss term (see the module docstring).
+
+    ``network`` runs the forward pass when given (``model`` wrapped in DistributedDataParallel).
+    """
     grid, cfg = model.grid, model.config
     inputs = batch_inputs(
         [s.left for s in samples], [s.right for s in samples], [s.calib for s in samples], device
     )
-    out = model(inputs.left, inputs.right, inputs.P2, inputs.baseline)
+    out = (network or model)(inputs.left, inputs.right, inputs.P2, inputs.baseline)
     head = model.head.flatten(out.head)
     gts = ground_truths(samples, grid, device)
     targets = assigner.assign_batch(gts)
@@ -433,6 +445,29 @@ def student_losses(
     return StepLosses(terms, kept, int(positive.sum()))
 
 
+# ---------------------------------------------------------------------------------------- ranks
+def epoch_indices(num_frames: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """The frames rank ``rank`` of ``world`` trains on in ``epoch``, in order.
+
+    One permutation per ``(seed, epoch)``, shared by every rank; rank ``r`` takes positions ``r, r + N, ...``.
+    When ``world`` does not divide ``num_frames`` the permutation is extended by its own first frames, so
+    every rank takes the same number of steps (DDP needs that).
+    """
+    order = torch.randperm(num_frames, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    per_rank = -(-num_frames // world)
+    order += order[: per_rank * world - num_frames]
+    return order[rank::world]
+
+
+def _rank_mean(terms: dict[str, Tensor], world: int) -> dict[str, float]:
+    """Loss terms as floats, averaged over the ranks (one all-reduce)."""
+    values = torch.stack(list(terms.values())).float()
+    if world > 1:
+        dist.all_reduce(values)
+        values /= world
+    return dict(zip(terms, values.tolist(), strict=True))
+
+
 # ---------------------------------------------------------------------------------------- schedule
 def lr_factor(step: int, steps_per_epoch: int, settings: StudentTrainSettings) -> float:
     """Multiplier of ``settings.lr`` at optimiser step ``step`` (0-based)."""
@@ -475,7 +510,7 @@ def load_student(
     return model.to(device).eval(), ckpt
 
 
-LOG_COLUMNS_BASE = ["epoch", *LOSS_TERMS, "positives", "lr", "seconds"]
+LOG_COLUMNS_BASE = ["step", "epoch", *LOSS_TERMS, "positives", "lr", "seconds"]
 
 
 def log_columns(distill: DistillSettings) -> list[str]:
@@ -541,7 +576,12 @@ def train_student(
     ``restart_on_mismatch`` (the DVC stage), a fresh start.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ranks = current_ranks()
+    lead = ranks.rank == 0
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.world > 1:
+        device = ranks.device
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(settings.seed)
     split = PreparedSplit(train_split)
@@ -553,11 +593,15 @@ def train_student(
             )
         cache = open_cache(cache_path, grid, settings, distill, split)
     model = StereoStudent(config, grid).to(device)
+    network: torch.nn.Module = model
+    if ranks.world > 1:
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     assigner = TargetAssigner(grid)
     frames = StudentFrames(
         split, settings.flip_probability, settings.image_scale, settings.seed, cache, settings.frame_limit
     )
-    steps_per_epoch = max(1, -(-len(frames) // settings.batch_size))
+    per_rank = -(-len(frames) // ranks.world)
+    steps_per_epoch = max(1, -(-per_rank // settings.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, settings)
@@ -581,9 +625,10 @@ def train_student(
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             start_epoch = int(ckpt["epoch"])
-            tqdm.write(f"resuming the student after epoch {start_epoch} from {ckpt_path}")
+            if lead:
+                tqdm.write(f"resuming the student after epoch {start_epoch} from {ckpt_path}")
         elif restart_on_mismatch:
-            tqdm.write(
+            tqdm.write(  # every rank reads the same checkpoint, so every rank starts over
                 f"not resuming from {ckpt_path}: the student's {', '.join(changed)} changed; starting over"
             )
         else:
@@ -599,44 +644,42 @@ def train_student(
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         model.train()
         frames.set_epoch(epoch)
-        order = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
         loader = DataLoader(
-            frames,
+            Subset(frames, epoch_indices(len(frames), settings.seed, epoch, ranks.rank, ranks.world)),
             batch_size=settings.batch_size,
-            shuffle=True,
-            generator=order,
+            shuffle=False,
             collate_fn=collate_samples,
             num_workers=settings.num_workers,
         )
         sums = dict.fromkeys(LOSS_TERMS, 0.0)
-        kept_sums: dict[str, float] = {}
-        positives = 0
-        started = time.perf_counter()
         bar = tqdm(
             loader,
             desc=f"student epoch {epoch}/{settings.epochs}",
             unit="batch",
-            disable=None if progress else True,
+            disable=None if progress and lead else True,
             leave=False,
         )
         for samples in bar:
-            step = student_losses(model, assigner, samples, settings, distill, device, cache)
+            started = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            step = student_losses(model, assigner, samples, settings, distill, device, cache, network)
             optimizer.zero_grad(set_to_none=True)
             step.terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             scheduler.step()
-            for key in sums:
-                sums[key] += float(step.terms[key].detach())
-            for key, value in step.xgd_kept.items():
-                kept_sums[key] = kept_sums.get(key, 0.0) + value
-            positives += step.num_positive
-            bar.set_postfix(loss=f"{float(step.terms['total'].detach()):.3f}")
+            values = _rank_mean({key: step.terms[key].detach() for key in LOSS_TERMS}, ranks.world)
+            for key, value in values.items():
+                sums[key] += value
+            row = {"step": scheduler.last_epoch, "epoch": epoch, **{k: f"{v:.6f}" for k, v in values.items()}}
+            row["positives"] = step.num_positive
+            row.update({f"xgd_kept_{k}": f"{v:.4f}" for k, v in step.xgd_kept.items()})
+            row.update(lr=f"{lr:.6g}", seconds=f"{time.perf_counter() - started:.3f}")
+            log_rows.append(row)
+            bar.set_postfix(loss=f"{values['total']:.3f}")
         n = len(loader)
-        row = {"epoch": epoch, **{k: f"{v / n:.6f}" for k, v in sums.items()}, "positives": positives}
-        row.update({f"xgd_kept_{k}": f"{v / n:.4f}" for k, v in kept_sums.items()})
-        row.update(lr=f"{scheduler.get_last_lr()[0]:.6g}", seconds=f"{time.perf_counter() - started:.1f}")
-        log_rows.append(row)
+        if not lead:
+            continue
         _write_loss_log(log_path, log_rows, columns)
         save_atomic(
             {
@@ -657,6 +700,8 @@ def train_student(
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < settings.epochs:
             return ckpt_path
     final = out_dir / "student.pt"
-    extra = {"settings": settings.to_dict(), "distill": distill.to_dict()}
-    save_atomic(student_model_checkpoint(model, settings.epochs, extra), final)
+    if lead:
+        extra = {"settings": settings.to_dict(), "distill": distill.to_dict()}
+        save_atomic(student_model_checkpoint(model, settings.epochs, extra), final)
+    ranks.barrier()
     return final

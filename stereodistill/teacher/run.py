@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
+from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.evaluation.report import format_table, write_json_atomic
@@ -17,10 +17,6 @@ from stereodistill.params import require, section
 from stereodistill.teacher.model import TeacherConfig
 from stereodistill.teacher.predict import predict_to_kitti
 from stereodistill.teacher.train import TeacherTrainSettings, load_teacher, train_teacher
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train_teacher_from_params(

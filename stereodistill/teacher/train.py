@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stereodistill.checkpoints import load_checkpoint, save_atomic
-from stereodistill.data.prepared import PreparedSplit
+from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.errors import InputError
 from stereodistill.fingerprint import source_fingerprint
 from stereodistill.head.anchors import AnchorGrid
@@ -305,15 +304,4 @@ def training_code_fingerprint() -> str:
 
     digest = hashlib.sha256(source_fingerprint(teacher, head, geometry).encode())
     digest.update(Path(prepared.__file__).read_bytes())
-    return digest.hexdigest()
-
-
-def split_fingerprint(split: PreparedSplit) -> str:
-    """Fingerprint of a prepared split's content that is cheap to compute: ids, labels and point counts."""
-    digest = hashlib.sha256("\n".join(split.frame_ids).encode())
-    for i in range(len(split)):
-        labels = split.labels(i)
-        digest.update(np.ascontiguousarray(labels.boxes).tobytes())
-        digest.update("|".join(labels.types.tolist()).encode())
-        digest.update(np.int64(len(split.read_points(i))).tobytes())
     return digest.hexdigest()
