@@ -1,5 +1,6 @@
 """End to end: `dvc repro` of this repository's pipeline on a tiny configuration, in a scratch git repo."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -32,6 +33,19 @@ def _tiny_params() -> dict:
         bev_layers=[1, 1],
         bev_upsample_channels=16,
     )
+    params["student"]["train"].update(epochs=1, batch_size=2, image_scale=4)
+    params["student"]["model"].update(
+        backbone_channels=[4, 4, 8],
+        stereo_channels=8,
+        semantic_channels=4,
+        gwc_groups=2,
+        num_planes=8,
+        cost_channels=4,
+        voxel_z=4,
+        z_pool=2,
+        volume_channels=4,
+        bev_channels=8,
+    )
     return params
 
 
@@ -61,6 +75,12 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
     assert set(metrics["results"]["Car"]["strict"]["R40"]["3d"]) == {"easy", "moderate", "hard"}
     val_ids = (repo / "data/synthetic/ImageSets/val.txt").read_text().split()
     assert sorted(p.stem for p in (repo / "outputs/teacher_val").glob("*.txt")) == sorted(val_ids)
+    student = json.loads((repo / "metrics/student_val.json").read_text())
+    assert set(student["results"]) == {"Car", "Pedestrian", "Cyclist"}
+    assert sorted(p.stem for p in (repo / "outputs/student_val").glob("*.txt")) == sorted(val_ids)
+    with (repo / "models/student/loss_log.csv").open() as f:
+        header = f.readline().strip().split(",")
+    assert {"step", "xgd", "cld", "xgd_kept_centre", "xgd_kept_size", "xgd_kept_heading"} <= set(header)
     assert (repo / "dvc.lock").is_file()
     status = subprocess.run(["dvc", "status", "-q"], cwd=repo, capture_output=True, text=True)
     assert status.returncode == 0, status.stdout
@@ -86,14 +106,38 @@ def test_only_the_stages_that_run_edited_code_or_params_go_stale(pipeline_repo):
     originals[repo / "params.yaml"] = params_text
     try:
         distill.write_text(originals[distill] + "\n# edited\n")
-        (repo / "params.yaml").write_text(params_text + "student: {lr: 0.001}\ndistill: {xgd_weight: 1.0}\n")
-        assert json.loads(_run(["dvc", "status", "--json"], repo).stdout) == {}
+        changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+        assert changed == {"train_student", "evaluate_student"}, changed
+        distill.write_text(originals[distill])
         teacher.write_text(originals[teacher] + "\n# edited\n")
         changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
         assert changed == {"train_teacher", "cache_teacher", "evaluate_teacher"}, changed
     finally:
         for path, text in originals.items():
             path.write_text(text)
+
+
+def _stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def test_student_and_distill_params_rerun_only_the_student(pipeline_repo):
+    repo = pipeline_repo
+    original = (repo / "params.yaml").read_text()
+    try:
+        for section, key, value in (("distill", "cld", {"mode": "off"}), ("student", "train", {"lr": 0.001})):
+            params = yaml.safe_load((repo / "params.yaml").read_text())
+            params[section][key].update(value)
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+            assert changed and changed <= {"train_student", "evaluate_student"}, changed
+            ran = _stages_run(_run(["dvc", "repro"], repo).stdout)
+            assert ran == ["train_student", "evaluate_student"], ran
+        with (repo / "models/student/loss_log.csv").open() as f:
+            assert float(next(csv.DictReader(f))["cld"]) == 0.0  # the last run had CLD off
+    finally:
+        (repo / "params.yaml").write_text(original)
+        _run(["dvc", "repro"], repo)
 
 
 def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_repo):

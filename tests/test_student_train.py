@@ -19,8 +19,9 @@ from cache_fixtures import anchor_grid
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
+from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
-from stereodistill.student.config import StudentConfig
+from stereodistill.student.config import KITTI_PRESET, StudentConfig
 from stereodistill.student.dataset import (
     StudentFrames,
     batch_inputs,
@@ -364,3 +365,33 @@ def test_two_torchrun_ranks_train_one_step_each(synthetic_train_split, tmp_path)
     assert [r["step"] for r in rows] == ["1"]  # two frames, two ranks, one frame per rank and step
     model, _ = load_student(tmp_path / "student" / "student.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ the kitti preset
+KITTI_PARAMS = Path(__file__).parent.parent / "docs" / "presets" / "params.kitti.yaml"
+
+
+def _kitti_params() -> dict:
+    return yaml.safe_load(KITTI_PARAMS.read_text())
+
+
+def test_kitti_preset_parses_to_liga_scale():
+    params = _kitti_params()
+    assert StudentConfig.from_params(params["student"]["model"]) == StudentConfig.from_params(KITTI_PRESET)
+    settings = StudentTrainSettings.from_params(params["student"]["train"])
+    assert settings.schedule == "step" and settings.step_epochs == (50,) and settings.epochs == 60
+    assert DistillSettings.from_params(params["distill"]).enabled
+
+
+@pytest.mark.slow
+def test_kitti_preset_trains_one_step_on_cpu(synthetic_train_split):
+    params = _kitti_params()
+    grid = AnchorGrid.from_params(params["grid"])
+    model = StereoStudent(StudentConfig.from_params(params["student"]["model"]), grid)
+    settings = StudentTrainSettings.from_params(params["student"]["train"])
+    frames = StudentFrames(PreparedSplit(synthetic_train_split), 0.0, 1, 0, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    step = student_losses(model, TargetAssigner(grid), [frames[0]], settings, GT_ONLY, torch.device("cpu"))
+    step.terms["total"].backward()
+    optimizer.step()
+    assert step.num_positive > 0 and math.isfinite(float(step.terms["total"]))

@@ -115,7 +115,7 @@ class StereoStudent(nn.Module):
             nn.GroupNorm(g, config.volume_channels),
             nn.ReLU(inplace=True),
         )
-        self.height_pool = nn.AvgPool3d((config.z_pool, 1, 1))
+        self.height_pool = nn.AvgPool3d((config.z_pool, 1, 1)) if config.z_pool > 1 else nn.Identity()
         bev_in = config.volume_channels * (config.voxel_z // config.z_pool)
         self.bev = BEVBackbone(bev_in, config.bev_channels, g)
         self.head = AnchorHead(
