@@ -453,7 +453,9 @@ def epoch_indices(num_frames: int, seed: int, epoch: int, rank: int = 0, world: 
     When ``world`` does not divide ``num_frames`` the permutation is extended by its own first frames, so
     every rank takes the same number of steps (DDP needs that).
     """
-    order = torch.randperm(num_frames, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    order = torch.randperm(
+        num_frames, generator=torch.Generator().manual_seed(seed * 100003 + epoch)
+    ).tolist()
     per_rank = -(-num_frames // world)
     order += order[: per_rank * world - num_frames]
     return order[rank::world]
