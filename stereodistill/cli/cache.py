@@ -8,18 +8,13 @@ from pathlib import Path
 
 import click
 
+from stereodistill.cli.options import params_option, progress_option
+
 
 @click.command("cache-teacher")
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="params.yaml",
-    show_default=True,
-    help="The params file (sections data, grid, teacher, cache).",
-)
+@params_option("data, grid, teacher, cache")
 @click.option("--force", is_flag=True, help="Recompute the store from scratch even if one exists.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
+@progress_option
 def cache_teacher(params_path: Path, force: bool, progress: bool) -> None:
     """Run the frozen teacher over the training split and write the teacher cache (the `cache_teacher` stage).
 
@@ -176,7 +171,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
     "--split", "split_kind", type=click.Choice(["groups", "scalars"]), default="groups", show_default=True
 )
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), help="Only the store's first N frames.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
+@progress_option
 def stats(
     store: Path,
     prepared: Path,

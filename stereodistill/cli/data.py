@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from stereodistill.cli.options import progress_option
 from stereodistill.data.check import check_dataset, format_summary, has_file_problems
 from stereodistill.data.kitti import FRAME_ID, SUBSETS, KittiObjectDataset, read_split_file
 from stereodistill.data.prepared import prepare_split
@@ -60,7 +61,7 @@ def data() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write <id>_image.png (boxes, LiDAR coloured by depth) and <id>_bev.png per frame here.",
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
+@progress_option
 def check(
     root: Path,
     subset: str,
@@ -122,7 +123,7 @@ def check(
     default=None,
     help="Folder the frames live in [default: testing for test.txt, else training].",
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr (only on a terminal).")
+@progress_option
 def prepare(root: Path, split_file: Path, out_path: Path, subset: str | None, progress: bool) -> None:
     """Validate a split and pack it (stereo pair, calibration, labels, LiDAR points in the project frame,
     sparse LiDAR depth of the left image) into one HDF5 file. Any missing or malformed file stops it

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from stereodistill.cli.options import progress_option
 from stereodistill.data.synth import PRESET_NAMES, generate_dataset
 
 
@@ -39,7 +40,7 @@ from stereodistill.data.synth import PRESET_NAMES, generate_dataset
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Processes to use [default: min(2, CPUs)]."
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (only on a terminal).")
+@progress_option
 def synth(
     out_dir: Path,
     frames: int,

@@ -6,20 +6,15 @@ from pathlib import Path
 
 import click
 
+from stereodistill.cli.options import params_option, progress_option
+
 
 @click.command("train-teacher")
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="params.yaml",
-    show_default=True,
-    help="The params file (sections data, grid, teacher).",
-)
+@params_option("data, grid, teacher")
 @click.option(
     "--resume/--no-resume", default=False, help="Continue from the last checkpoint in teacher.out_dir."
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr (only on a terminal).")
+@progress_option
 def train_teacher(params_path: Path, resume: bool, progress: bool) -> None:
     """Train the LiDAR teacher on the prepared train split (what the `train_teacher` stage runs)."""
     from stereodistill.params import load_params
@@ -35,14 +30,8 @@ def teacher() -> None:
 
 
 @teacher.command("evaluate")
-@click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="params.yaml",
-    show_default=True,
-)
-@click.option("--progress/--no-progress", default=True)
+@params_option("data, grid, teacher, evaluate")
+@progress_option
 def evaluate_teacher(params_path: Path, progress: bool) -> None:
     """Detect on the evaluation split and score with the KITTI protocol (the `evaluate_teacher` stage)."""
     from stereodistill.params import load_params

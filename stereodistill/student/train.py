@@ -30,7 +30,6 @@ positives, ``xgd_kept_<component>`` = the share of XGD candidates whose componen
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import time
@@ -77,6 +76,7 @@ from stereodistill.student.dataset import (
 )
 from stereodistill.student.depth import depth_loss, depth_target_map
 from stereodistill.student.model import StereoStudent
+from stereodistill.training import read_loss_log, save_training_checkpoint, write_loss_log
 
 CHECKPOINT_KIND = "student-training"
 MODEL_KIND = "student"
@@ -524,22 +524,6 @@ def log_columns(distill: DistillSettings) -> list[str]:
     return LOG_COLUMNS_BASE[:-2] + [f"xgd_kept_{n}" for n in names] + LOG_COLUMNS_BASE[-2:]
 
 
-def _loss_log_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= up_to_epoch]
-
-
-def _write_loss_log(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def training_code_fingerprint() -> str:
     """Fingerprint of the code a student's training runs (student, head, distill, geometry, cache reader, data)."""
     import stereodistill.cache.reader as reader
@@ -641,7 +625,7 @@ def train_student(
             )
     columns = log_columns(distill)
     log_path = out_dir / "loss_log.csv"
-    log_rows: list[dict[str, Any]] = _loss_log_rows(log_path, start_epoch)
+    log_rows: list[dict[str, Any]] = read_loss_log(log_path, start_epoch)
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         model.train()
@@ -682,18 +666,8 @@ def train_student(
         n = len(loader)
         if not lead:
             continue
-        _write_loss_log(log_path, log_rows, columns)
-        save_atomic(
-            {
-                "kind": CHECKPOINT_KIND,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                **identity,
-            },
-            ckpt_path,
-        )
+        write_loss_log(log_path, log_rows, columns)
+        save_training_checkpoint(ckpt_path, CHECKPOINT_KIND, model, optimizer, scheduler, epoch, identity)
         tqdm.write(
             f"student epoch {epoch}: loss {sums['total'] / n:.4f} ("
             + ", ".join(f"{k} {sums[k] / n:.4f}" for k in LOSS_TERMS[1:])

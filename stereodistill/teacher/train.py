@@ -10,7 +10,6 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch: model, optimizer, sched
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import time
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from stereodistill.teacher.dataset import (
     collate_frames,
 )
 from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.training import read_loss_log, save_training_checkpoint, write_loss_log
 
 CHECKPOINT_KIND = "teacher-training"
 MODEL_KIND = "teacher"
@@ -113,20 +113,7 @@ def teacher_model_checkpoint(
     }
 
 
-def _loss_log_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= up_to_epoch]
-
-
-def _write_loss_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", "total", "cls", "loc", "dir", "lr", "seconds"])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+LOG_COLUMNS = ["epoch", "total", "cls", "loc", "dir", "lr", "seconds"]
 
 
 def train_teacher(
@@ -210,7 +197,7 @@ def train_teacher(
                 ckpt_path,
             )
     log_path = out_dir / "loss_log.csv"
-    log_rows: list[dict[str, Any]] = _loss_log_rows(log_path, start_epoch)
+    log_rows: list[dict[str, Any]] = read_loss_log(log_path, start_epoch)
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         model.train()
@@ -268,18 +255,8 @@ def train_teacher(
                 "seconds": f"{time.perf_counter() - started:.1f}",
             }
         )
-        _write_loss_log(log_path, log_rows)
-        save_atomic(
-            {
-                "kind": CHECKPOINT_KIND,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                **identity,
-            },
-            ckpt_path,
-        )
+        write_loss_log(log_path, log_rows, LOG_COLUMNS)
+        save_training_checkpoint(ckpt_path, CHECKPOINT_KIND, model, optimizer, scheduler, epoch, identity)
         tqdm.write(
             f"teacher epoch {epoch}: loss {sums['total'] / n:.4f} "
             f"(cls {sums['cls'] / n:.4f}, loc {sums['loc'] / n:.4f}, dir {sums['dir'] / n:.4f})"
