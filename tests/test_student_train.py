@@ -43,7 +43,15 @@ from stereodistill.student.train import (
     train_student,
 )
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread in this module's tests (faster for these tiny tensors, and bitwise repeatable)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY = StudentConfig(
     backbone_channels=(4, 4, 8),
