@@ -19,8 +19,10 @@ from cache_fixtures import anchor_grid
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
+from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
+from stereodistill.head.decode import DecodeSettings
 from stereodistill.student.config import KITTI_PRESET, StudentConfig
 from stereodistill.student.dataset import (
     StudentFrames,
@@ -32,6 +34,7 @@ from stereodistill.student.dataset import (
 )
 from stereodistill.student.flip import flip_boxes
 from stereodistill.student.model import StereoStudent
+from stereodistill.student.predict import predict_to_kitti
 from stereodistill.student.train import (
     DistillSettings,
     StudentTrainSettings,
@@ -403,3 +406,44 @@ def test_kitti_preset_trains_one_step_on_cpu(synthetic_train_split):
     step.terms["total"].backward()
     optimizer.step()
     assert step.num_positive > 0 and math.isfinite(float(step.terms["total"]))
+
+
+# ------------------------------------------------------------------------------------------ overfitting
+OVERFIT_EPOCHS = 150
+OVERFIT_LOOSE_3D = 90.0  # measured 100 / 100 / 95 (easy / moderate / hard), one thread
+OVERFIT_STRICT_BEV = 60.0  # measured 71.9 / 78.8 / 76.6
+
+
+@pytest.mark.slow
+def test_overfits_four_frames_and_detects_their_cars(synthetic_train_split, tmp_path):
+    """The default-size student, GT only, trained on 4 frames (33 cars) finds them again (300 steps; about
+    11 minutes on the 2-core CPU under load, hence slow).
+
+    Scored six times over under distinct ids, as the teacher's overfit test, to lift KITTI's 41-point cap.
+    """
+    params = yaml.safe_load((Path(__file__).parent.parent / "params.yaml").read_text())
+    grid = AnchorGrid.from_params(params["grid"])
+    config = StudentConfig.from_params(params["student"]["model"])
+    settings = StudentTrainSettings(
+        epochs=OVERFIT_EPOCHS, batch_size=2, lr=0.01, schedule="cosine", flip_probability=0.0, image_scale=2
+    )
+    path = train_student(grid, config, settings, GT_ONLY, synthetic_train_split, tmp_path, progress=False)
+    model, _ = load_student(path, grid=grid)
+    split = PreparedSplit(synthetic_train_split)
+    decode = DecodeSettings(
+        score_threshold=0.1,
+        pre_nms_top_k=1000,
+        nms_iou_threshold=0.01,
+        post_nms_top_k=100,
+        class_agnostic=True,
+    )
+    detections = predict_to_kitti(model, split, decode, tmp_path / "pred", image_scale=2, progress=False)
+    truth = {f: split.objects(i) for i, f in enumerate(split.frame_ids)}
+    result = evaluate_kitti(
+        {f"{c}{k}": v for c in range(6) for k, v in truth.items()},
+        {f"{c}{k}": v for c in range(6) for k, v in detections.items()},
+        ("Car",),
+    )
+    car = result["results"]["Car"]
+    assert car["loose"]["R40"]["3d"]["moderate"] >= OVERFIT_LOOSE_3D, car["loose"]["R40"]["3d"]
+    assert car["strict"]["R40"]["bev"]["moderate"] >= OVERFIT_STRICT_BEV, car["strict"]["R40"]["bev"]
