@@ -30,6 +30,7 @@ positives, ``xgd_kept_<component>`` = the share of XGD candidates whose componen
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -277,8 +278,12 @@ def open_cache(
     settings: StudentTrainSettings,
     distill: DistillSettings,
     split: PreparedSplit,
+    split_digest: str | None = None,
 ) -> TeacherCache:
-    """Open the teacher cache and check it serves this run; errors name the param that asks for more."""
+    """Open the teacher cache and check it serves this run; errors name the param that asks for more.
+
+    ``split_digest`` is ``split_fingerprint(split)`` when the caller already has it (it reads every frame).
+    """
     cache = TeacherCache(path)
     held = cache.views
     missing = [v for v in views_needed(settings) if v not in held]
@@ -308,13 +313,19 @@ def open_cache(
         grid,
         views_needed(settings),
         iou_floor_needed=iou_needed if distill.xgd.enabled else 1.0,
-        split_fingerprint=split_fingerprint(split),
+        split_fingerprint=split_digest or split_fingerprint(split),
         frame_ids=split.frame_ids,
     )
     return cache
 
 
 # ---------------------------------------------------------------------------------------- losses
+@functools.lru_cache(maxsize=4)
+def _grid_anchors(grid: AnchorGrid, device: torch.device) -> Tensor:
+    """The grid's anchors on ``device``, built once (525k on the KITTI grid; every step needs them)."""
+    return grid.anchors(device=device)
+
+
 @dataclass(frozen=True)
 class StepLosses:
     """Loss terms of one batch (scalars; ``total`` carries the graph) and XGD's kept share per component."""
@@ -397,7 +408,7 @@ def student_losses(
         gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
             head.box.dtype
         )
-        anchors = grid.anchors(device=device)[anchor_of]
+        anchors = _grid_anchors(grid, device)[anchor_of]
         class_ids = targets.labels[frame_of, anchor_of]
         codes = head.box[frame_of, anchor_of]
         x = distill.xgd
@@ -571,13 +582,14 @@ def train_student(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(settings.seed)
     split = PreparedSplit(train_split)
+    data_digest = split_fingerprint(split)
     cache = None
     if distill.enabled:
         if cache_path is None:
             raise InputError(
                 "distill.xgd/cld are on but no teacher cache (cache.store) was given", "params.yaml"
             )
-        cache = open_cache(cache_path, grid, settings, distill, split)
+        cache = open_cache(cache_path, grid, settings, distill, split, data_digest)
     model = StereoStudent(config, grid).to(device)
     network: torch.nn.Module = model
     if ranks.world > 1:
@@ -598,7 +610,7 @@ def train_student(
         "settings": settings.to_dict(),
         "distill": distill.to_dict(),
         "code": training_code_fingerprint(),
-        "data": split_fingerprint(split),
+        "data": data_digest,
         "cache": None if cache is None else cache.identity,
     }
     start_epoch = 0
