@@ -1,0 +1,273 @@
+"""The distillation ablation: five students x three seeds on one teacher cache, reported as mean +- std.
+
+Variants (``distill`` section overrides; everything else comes from params.yaml):
+
+    gt_only     xgd off,       cld off        the baseline
+    whole_box   xgd whole_box, cld off        response KD kept by a whole-box IoU threshold
+    xgd         xgd xgd,       cld off        X-component Guided Distillation
+    cld         xgd off,       cld diagonal   Cross-anchor Logit Distillation
+    xgd_cld     xgd xgd,       cld diagonal   StereoDistill
+
+Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mode=... -S student.train.seed=...``
+would train (the same library calls as the train_student / evaluate_student stages), with the ablation preset's
+schedule (``--epochs``, default 12 instead of params.yaml's 24, so 15 runs fit in 2 hours on 2 CPU cores).
+Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
+a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint.
+
+Stage one must be current: the script first runs ``dvc repro cache_teacher evaluate_teacher`` (a no-op when the
+pipeline is up to date; ``--no-repro`` skips it).
+
+    python benchmarks/ablation.py [--epochs 12] [--seeds 0 1 2] [--jobs 2] [--threads 1] \
+        [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md]
+
+Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import multiprocessing
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "gt_only": {"xgd": "off", "cld": "off"},
+    "whole_box": {"xgd": "whole_box", "cld": "off"},
+    "xgd": {"xgd": "xgd", "cld": "off"},
+    "cld": {"xgd": "off", "cld": "diagonal"},
+    "xgd_cld": {"xgd": "xgd", "cld": "diagonal"},
+}
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+METRICS = ("3d", "bev")
+DIFFICULTIES = ("easy", "moderate", "hard")
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+    params: dict[str, Any]
+    run_dir: Path
+    threads: int
+
+
+def run_params(base: dict[str, Any], variant: str, seed: int, epochs: int, run_dir: Path) -> dict[str, Any]:
+    """params.yaml with the variant's distill modes, the seed, the ablation schedule and the run's own paths."""
+    params = copy.deepcopy(base)
+    params["distill"]["xgd"]["mode"] = VARIANTS[variant]["xgd"]
+    params["distill"]["cld"]["mode"] = VARIANTS[variant]["cld"]
+    params["student"]["train"]["seed"] = seed
+    params["student"]["train"]["epochs"] = epochs
+    params["student"]["out_dir"] = str(run_dir / "model")
+    params["evaluate"]["student_predictions"] = str(run_dir / "predictions")
+    params["evaluate"]["student_metrics"] = str(run_dir / "metrics.json")
+    return params
+
+
+def execute(run: Run) -> tuple[str, int, float]:
+    """Train and evaluate one run in this (fresh) process; skip it when its metrics match its params."""
+    import torch
+
+    from stereodistill.student.run import evaluate_student_from_params, train_student_from_params
+
+    torch.set_num_threads(run.threads)
+    record = run.run_dir / "run.json"
+    if (run.run_dir / "metrics.json").exists() and record.exists():
+        if json.loads(record.read_text()).get("params") == run.params:
+            return run.variant, run.seed, json.loads(record.read_text())["seconds"]
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "metrics.json").unlink(missing_ok=True)
+    start = time.perf_counter()
+    train_student_from_params(run.params, resume=True, restart_on_mismatch=True, progress=False)
+    evaluate_student_from_params(run.params, progress=False)
+    seconds = time.perf_counter() - start
+    record.write_text(json.dumps({"params": run.params, "seconds": seconds}, indent=1))
+    return run.variant, run.seed, seconds
+
+
+def ap(metrics: dict, cls: str, metric: str, difficulty: str) -> float:
+    return float(metrics["results"][cls]["strict"]["R40"][metric][difficulty])
+
+
+def kept_shares(loss_log: Path) -> dict[str, float]:
+    """Mean over all steps of each ``xgd_kept_<component>`` column (empty for runs without XGD)."""
+    with loss_log.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{loss_log}: empty loss log")
+    names = [c for c in rows[0] if c.startswith("xgd_kept_")]
+    return {n.removeprefix("xgd_kept_"): statistics.fmean(float(r[n]) for r in rows) for n in names}
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def summarise(out: Path, seeds: list[int], teacher_metrics: Path) -> dict[str, Any]:
+    """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times."""
+    summary: dict[str, Any] = {"seeds": seeds, "variants": {}}
+    for variant in VARIANTS:
+        per_seed = []
+        for seed in seeds:
+            run_dir = out / variant / f"seed{seed}"
+            metrics_path, log_path = run_dir / "metrics.json", run_dir / "model" / "loss_log.csv"
+            for path in (metrics_path, log_path):
+                if not path.exists():
+                    raise SystemExit(f"{path}: missing — the run {variant}/seed{seed} did not finish")
+            per_seed.append(
+                (
+                    json.loads(metrics_path.read_text()),
+                    kept_shares(log_path),
+                    json.loads((run_dir / "run.json").read_text())["seconds"],
+                )
+            )
+        ap_table = {
+            cls: {
+                metric: {d: mean_std([ap(m, cls, metric, d) for m, _, _ in per_seed]) for d in DIFFICULTIES}
+                for metric in METRICS
+            }
+            for cls in CLASSES
+        }
+        kept_names = per_seed[0][1].keys()
+        summary["variants"][variant] = {
+            "ap_r40_strict": ap_table,
+            "xgd_kept_share": {n: mean_std([k[n] for _, k, _ in per_seed]) for n in kept_names},
+            "run_seconds": [s for _, _, s in per_seed],
+        }
+    base = summary["variants"]["gt_only"]["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"]
+    for entry in summary["variants"].values():
+        values = entry["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"]
+        entry["car_3d_moderate_gain_over_gt_only"] = mean_std(
+            [v - b for v, b in zip(values, base, strict=True)]
+        )
+    teacher = json.loads(teacher_metrics.read_text())
+    summary["teacher_ap_r40_strict"] = {
+        cls: {metric: {d: ap(teacher, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
+        for cls in CLASSES
+    }
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    def cell(entry: dict[str, float]) -> str:
+        return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+
+    lines = []
+    for cls in CLASSES:
+        lines += [
+            f"**{cls}** — AP R40 (strict IoU), mean ± std over seeds {summary['seeds']}",
+            "",
+            "| variant | 3D easy | 3D moderate | 3D hard | BEV easy | BEV moderate | BEV hard |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        teacher = summary["teacher_ap_r40_strict"][cls]
+        lines.append(
+            "| teacher (LiDAR) | "
+            + " | ".join(f"{teacher[m][d]:.2f}" for m in METRICS for d in DIFFICULTIES)
+            + " |"
+        )
+        for variant, entry in summary["variants"].items():
+            table = entry["ap_r40_strict"][cls]
+            lines.append(
+                f"| {variant} | "
+                + " | ".join(cell(table[m][d]) for m in METRICS for d in DIFFICULTIES)
+                + " |"
+            )
+        lines.append("")
+    lines += [
+        "**Car 3D moderate gain over gt_only** (paired by seed) and **XGD kept-positive share** (mean over steps)",
+        "",
+        "| variant | gain (mean ± std) | per seed | kept share | minutes per run |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, entry in summary["variants"].items():
+        gain = entry["car_3d_moderate_gain_over_gt_only"]
+        kept = ", ".join(f"{n} {v['mean']:.3f}" for n, v in entry["xgd_kept_share"].items()) or "—"
+        minutes = statistics.fmean(entry["run_seconds"]) / 60
+        per_seed = ", ".join(f"{v:+.2f}" for v in gain["values"])
+        lines.append(f"| {variant} | {cell(gain)} | {per_seed} | {kept} | {minutes:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--epochs", type=int, default=12, help="the ablation preset's schedule length")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--out", type=Path, default=Path("ablation"))
+    parser.add_argument("--json", type=Path, help="write the summary here")
+    parser.add_argument("--markdown", type=Path, help="write the tables here")
+    parser.add_argument("--no-repro", action="store_true", help="do not bring stage one up to date first")
+    args = parser.parse_args()
+
+    from stereodistill.params import load_params
+
+    base = load_params(args.params)
+    if not args.no_repro:
+        subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)
+    # Seed-major order: after the first five runs every variant has a result.
+    runs = [
+        Run(
+            v,
+            s,
+            run_params(base, v, s, args.epochs, args.out / v / f"seed{s}"),
+            args.out / v / f"seed{s}",
+            args.threads,
+        )
+        for s in args.seeds
+        for v in args.variants
+    ]
+    start = time.perf_counter()
+    failed = []
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.jobs, maxtasksperchild=1) as pool:
+        results = [pool.apply_async(execute, (run,)) for run in runs]
+        for run, result in tqdm(zip(runs, results, strict=True), total=len(runs), desc="ablation runs"):
+            try:
+                variant, seed, seconds = result.get()
+                tqdm.write(f"{variant}/seed{seed}: {seconds / 60:.1f} min")
+            except Exception as err:  # noqa: BLE001 - report every failed run, then exit non-zero
+                failed.append(f"{run.variant}/seed{run.seed}: {err}")
+                tqdm.write(f"FAILED {failed[-1]}")
+    if failed:
+        print("failed runs:\n" + "\n".join(failed), file=sys.stderr)
+        return 1
+    if set(args.variants) != set(VARIANTS):
+        print("not every variant ran: no summary", file=sys.stderr)
+        return 0
+    summary = summarise(args.out, args.seeds, Path(base["evaluate"]["teacher_metrics"]))
+    summary["epochs"] = args.epochs
+    summary["wall_minutes"] = (time.perf_counter() - start) / 60
+    summary["command"] = " ".join(["python", *sys.argv])
+    table = markdown(summary)
+    print(table)
+    print(f"wall: {summary['wall_minutes']:.1f} min for {len(runs)} runs, {args.jobs} at a time")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
