@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from stereodistill.errors import InputError
+from stereodistill.files import remove_stale_temp_files, temp_path
 
 
 def default_device() -> torch.device:
@@ -20,7 +21,8 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary name in the same folder, then rename: a crash never leaves a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temp_files(path)
+    tmp = temp_path(path)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)

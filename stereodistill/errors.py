@@ -28,3 +28,11 @@ class InputError(StereoDistillError):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + message)
+
+
+class OutputError(StereoDistillError):
+    """Writing an output failed (a full disk, a quota); the message says what was kept and how to go on."""
+
+    def __init__(self, message: str, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: {message}")

@@ -11,21 +11,12 @@ import socket
 from pathlib import Path
 
 from stereodistill.errors import InputError
+from stereodistill.files import pid_alive
 
 
 def lock_path(store: str | Path) -> Path:
     store = Path(store)
     return store.with_name(store.name + ".lock")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class StoreLock:
@@ -57,7 +48,7 @@ class StoreLock:
         except FileNotFoundError:
             return True
         host, pid = (text[0], int(text[1])) if len(text) == 2 and text[1].isdigit() else ("?", -1)
-        if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
+        if host == socket.gethostname() and pid > 0 and not pid_alive(pid):
             self.path.unlink(missing_ok=True)
             return True
         raise InputError(

@@ -41,7 +41,7 @@ from stereodistill.cache.schema import (
 )
 from stereodistill.cache.store import StoreMismatch, bytes_on_disk, create_store, open_existing
 from stereodistill.data.prepared import PreparedSplit
-from stereodistill.errors import InputError
+from stereodistill.errors import InputError, OutputError
 from stereodistill.head.assigner import ground_truth_from_labels
 from stereodistill.head.box_coder import apply_direction, decode_boxes
 from stereodistill.teacher.augment import flip_y
@@ -91,8 +91,9 @@ class _ShardWriter(threading.Thread):
         self.queue.put((shard, frames, block))
 
     def finish(self) -> None:
-        self.queue.put(None)
-        self.join()
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
         if self.error is not None:
             raise self.error
 
@@ -171,6 +172,27 @@ def _compute_shard(
     return block, forward
 
 
+def _write_failed(store: Path, err: OSError) -> OutputError:
+    """The error for a failed write (a full disk, most often); complete shards stay and a rerun resumes."""
+    done = 0
+    try:
+        done = int(zarr.open_group(store, mode="r", use_consolidated=False)["shard_complete"][:].sum())
+    except Exception:  # noqa: BLE001 - the count is only a hint in the message
+        pass
+    return OutputError(
+        f"writing the teacher cache failed ({err.strerror or err}{f': {err.filename}' if err.filename else ''}); "
+        f"{done} complete shard(s) are kept and the store stays resumable: free space, then rerun the same "
+        "command",
+        store,
+    )
+
+
+def _remove_partial_files(store: Path) -> None:
+    """Zarr writes each chunk to ``*.partial`` and renames it; a killed writer leaves those behind."""
+    for path in store.rglob("*.partial"):
+        path.unlink(missing_ok=True)
+
+
 def _prepare_store(
     store: Path,
     identity: dict[str, Any],
@@ -218,6 +240,8 @@ def write_cache(
         try:
             assert identity is not None, "rank 0 needs the store identity"
             lock.acquire()
+            if store.exists():
+                _remove_partial_files(store)
             _prepare_store(store, identity, split.frame_ids, model, settings, force, recompute_on_mismatch)
         except InputError as err:
             lock.release()
@@ -247,14 +271,17 @@ def write_cache(
         writer.start()
         forward = 0.0
         try:
-            for shard in pending:
-                frames = shard_frames(shard, n, settings.frames_per_shard)
-                block, seconds = _compute_shard(model, split, frames, settings, rule, anchors, bar)
-                forward += seconds
-                writer.put(shard, frames, block)
-        finally:
-            writer.finish()
-            bar.close()
+            try:
+                for shard in pending:
+                    frames = shard_frames(shard, n, settings.frames_per_shard)
+                    block, seconds = _compute_shard(model, split, frames, settings, rule, anchors, bar)
+                    forward += seconds
+                    writer.put(shard, frames, block)
+            finally:
+                writer.finish()
+                bar.close()
+        except OSError as err:
+            raise _write_failed(store, err) from err
         per_rank = (len(pending), len(mine) - len(pending), total, forward)
         gathered = ranks.gather(per_rank)
         ranks.barrier()

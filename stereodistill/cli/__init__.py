@@ -8,16 +8,22 @@ import click
 
 from stereodistill import __version__
 from stereodistill.errors import StereoDistillError
+from stereodistill.files import disk_full_message, is_disk_full
 
 
 class _Group(click.Group):
-    """Prints :class:`StereoDistillError` as one line on stderr and exits 1, instead of a traceback."""
+    """Prints :class:`StereoDistillError` (and a full disk) as one line on stderr and exits 1, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except StereoDistillError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            click.echo(f"error: {disk_full_message(err)}", err=True)
             sys.exit(1)
 
 

@@ -2,9 +2,9 @@
 
 ``prepare_split`` first validates every frame of the split (all files present and parseable, stereo
 pairs of equal size); any problem raises :class:`~stereodistill.errors.InputError` naming the file
-(and line) before anything is written. It then writes ``OUT.h5.tmp-<pid>`` and renames it to
+(and line) before anything is written. It then writes ``.OUT.h5.tmp-<pid>`` and renames it to
 ``OUT.h5`` when complete, so a file named ``OUT.h5`` is always finished; on error the temp file is
-removed (a killed process can leave a ``.tmp-<pid>`` file, never an ``OUT.h5``).
+removed (a killed process can leave a ``.tmp-<pid>`` file, never an ``OUT.h5``; the next run deletes it).
 
 Schema (``schema_version`` 1). ``F`` frames, ``G`` label lines, ``P`` LiDAR points, ``D`` depth rows;
 ``*/offsets`` are ``(F+1,)`` int64 and frame ``i`` owns rows ``offsets[i]:offsets[i+1]``::
@@ -68,6 +68,7 @@ from stereodistill.data.kitti import (
 )
 from stereodistill.data.labels import KittiObject, read_label_file
 from stereodistill.errors import InputError
+from stereodistill.files import remove_stale_temp_files, temp_path
 from stereodistill.geometry.calibration import Calibration
 
 SCHEMA_VERSION = 1
@@ -279,7 +280,8 @@ def prepare_split(
         "has_labels": dataset.has_labels,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}")
+    remove_stale_temp_files(out_path)
+    tmp_path = temp_path(out_path)
     try:
         with h5py.File(tmp_path, "w") as f:
             _write_split(f, dataset, shapes, attrs, progress)
