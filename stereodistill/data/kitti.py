@@ -41,7 +41,20 @@ _POINT_BYTES = 16  # 4 float32: x, y, z, intensity
 
 
 # --------------------------------------------------------------------------------------------- split lists
-def read_split_file(path: str | Path) -> list[str]:
+class SplitList(list[str]):
+    """Frame ids read from a split list, remembering the file and each id's line for error messages.
+
+    A plain ``list`` otherwise; :class:`KittiObjectDataset` uses the provenance to name ``file:line`` of a
+    listed frame that does not exist.
+    """
+
+    def __init__(self, ids: Sequence[str], path: Path, lines: dict[str, int]) -> None:
+        super().__init__(ids)
+        self.path = path
+        self.lines = lines
+
+
+def read_split_file(path: str | Path) -> SplitList:
     """Frame ids of a split list: one 6-digit id per line, in file order.
 
     Blank lines are skipped; a malformed id or a duplicate raises ``InputError`` naming ``file:line``.
@@ -69,7 +82,7 @@ def read_split_file(path: str | Path) -> list[str]:
         ids.append(frame_id)
     if not ids:
         raise InputError("split file lists no frames", path)
-    return ids
+    return SplitList(ids, path, first_line)
 
 
 # --------------------------------------------------------------------------------------------- file loaders
@@ -199,7 +212,8 @@ class KittiObjectDataset:
     some files missing still shows up (and fails to load, naming the missing file).
 
     ``has_labels`` is true for ``training`` (labels required) and for any subset with a ``label_2``
-    folder.
+    folder. When ``frame_ids`` is a :class:`SplitList`, a listed frame with none of its files in the subset
+    raises ``InputError`` naming the split file, line and frame id.
     """
 
     def __init__(
@@ -220,6 +234,8 @@ class KittiObjectDataset:
                 if not FRAME_ID.match(frame_id):
                     raise InputError(f"expected a 6-digit frame id, got {frame_id!r}")
             self.frame_ids = list(frame_ids)
+            if isinstance(frame_ids, SplitList):
+                self._check_listed_frames_exist(frame_ids)
 
     def _list_frames(self) -> list[str]:
         stems: set[str] = set()
@@ -230,6 +246,19 @@ class KittiObjectDataset:
                     p.stem for p in directory.iterdir() if p.suffix == ext and FRAME_ID.match(p.stem)
                 )
         return sorted(stems)
+
+    def _check_listed_frames_exist(self, split: SplitList) -> None:
+        """A frame the split lists must have at least one file here (a partly missing frame fails later,
+        naming the missing file)."""
+        for frame_id in split:
+            paths = self.paths(frame_id)
+            if not any(path.exists() for path in paths.all().values()):
+                raise InputError(
+                    f"frame {frame_id} is listed but does not exist in {self.folder} "
+                    f"(no image_2, image_3, velodyne, calib or label_2 file; {paths.image_2} is missing)",
+                    split.path,
+                    split.lines.get(frame_id),
+                )
 
     def __len__(self) -> int:
         return len(self.frame_ids)
