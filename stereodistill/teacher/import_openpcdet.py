@@ -49,7 +49,6 @@ loss of accuracy, mostly in z; retrain or fine-tune in the project frame for an 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,11 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from spconv.pytorch.conv import SparseConvolution
 from torch import Tensor
 
-from stereodistill.checkpoints import save_atomic
+from stereodistill.checkpoints import load_weights_only, save_atomic
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import RANGE_CORNERS, AnchorGrid
 from stereodistill.teacher.model import SecondTeacher, TeacherConfig
@@ -180,29 +178,7 @@ def _sha256(path: Path) -> str:
 def read_openpcdet_checkpoint(path: str | Path) -> OpenPCDetCheckpoint:
     """Load ``path`` safely (``weights_only``) and check it is an OpenPCDet checkpoint with a ``model_state``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("checkpoint is missing", path)
-    try:
-        with torch.serialization.safe_globals(_numpy_data_globals()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        message = str(err)
-        found = re.search(r"GLOBAL (\S+)", message)
-        if found is None:  # not a pickle torch can read: keep the reason, not torch's advice
-            reason = re.search(
-                r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", message, re.S
-            )
-            detail = " ".join((reason.group(1) if reason else message).split())
-            raise InputError(f"not a loadable checkpoint ({detail})", path) from None
-        raise InputError(
-            f"refusing to load: the file holds a Python object other than tensors, numbers and strings "
-            f"({found.group(1)}). It is read with torch.load(weights_only=True), which never runs code from the "
-            "file. If you trust the file, re-save only its weights, e.g. "
-            "torch.save({'model_state': ckpt['model_state']}, 'clean.pth')",
-            path,
-        ) from None
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise InputError(f"not a loadable checkpoint ({type(err).__name__}: {err})", path) from None
+    ckpt = load_weights_only(path, "cpu", _numpy_data_globals())
     if not isinstance(ckpt, Mapping):
         raise InputError(f"not an OpenPCDet checkpoint: expected a dict, found {type(ckpt).__name__}", path)
     if "model_state" not in ckpt:
