@@ -117,9 +117,17 @@ def verify_cache(path: str | Path) -> list[str]:
         return problems
     if root.attrs.get("views") != views:
         problems.append(f"attribute views {root.attrs.get('views')} != identity views {views}")
-    if len(set(arrays["frame_id"][:].tolist())) != f:
+    small = {}
+    for name in ("frame_id", "shard_complete", "covered_count", "score_floor_reached"):
+        try:
+            small[name] = arrays[name][:]
+        except Exception as err:  # a damaged file: zarr/numcodecs raise various types
+            problems.append(f"array {name}: unreadable ({type(err).__name__}: {err})")
+    if problems:
+        return problems
+    if len(set(small["frame_id"].tolist())) != f:
         problems.append("frame_id has duplicates")
-    done = arrays["shard_complete"][:]
+    done = small["shard_complete"]
     incomplete = np.nonzero(done != 1)[0].tolist()
     if incomplete:
         problems.append(
@@ -127,21 +135,28 @@ def verify_cache(path: str | Path) -> list[str]:
         )
     if root.attrs.get("complete") is not True and not incomplete:
         problems.append("every shard is complete but the 'complete' attribute is not set")
-    counts = arrays["covered_count"][:]
+    counts = small["covered_count"]
     for shard in np.nonzero(done == 1)[0].tolist():
         frames = slice(shard * s, min((shard + 1) * s, f))
         where = f"shard {shard} (frames {frames.start}..{frames.stop - 1})"
-        try:
-            block = {name: arrays[name][frames] for name in PER_FRAME_ARRAYS}
-        except Exception as err:  # a damaged shard file: zarr/numcodecs raise various types
-            problems.append(f"{where}: unreadable ({type(err).__name__}: {err})")
+        block, unreadable = {}, []
+        for name in PER_FRAME_ARRAYS:
+            try:
+                block[name] = arrays[name][frames]
+            except Exception as err:  # a damaged shard file: zarr/numcodecs raise various types
+                unreadable.append(f"{where}: unreadable (array {name}: {type(err).__name__}: {err})")
+        if unreadable:
+            problems.extend(unreadable)
             continue
         count = counts[frames]
         if (count < 0).any() or (count > k).any():
             problems.append(f"{where}: covered_count outside 0..{k}")
             continue
-        if (block["cls_logits"] == LOGIT_FILL).any():
-            problems.append(f"{where}: cls_logits has unwritten (fill) values")
+        filled = (block["cls_logits"] == LOGIT_FILL).reshape(count.shape[0], -1).any(axis=1)
+        if filled.any():
+            problems.append(
+                f"{where}: cls_logits has unwritten (fill) values (frames {(np.nonzero(filled)[0] + frames.start).tolist()})"
+            )
         for fi in range(count.shape[0]):
             for vi in range(v):
                 m = int(count[fi, vi])
@@ -157,7 +172,7 @@ def verify_cache(path: str | Path) -> list[str]:
                     problems.append(f"{name}: dir_logits has unwritten (fill) values")
                 if m and (block["covered_kind"][fi, vi, :m] == 0).any():
                     problems.append(f"{name}: covered_kind is 0 for a covered anchor")
-    floors = root["score_floor_reached"][:]
+    floors = small["score_floor_reached"]
     if done.size and np.all(done == 1) and not np.isfinite(floors).all():
         problems.append("score_floor_reached has NaN or inf")
     return problems

@@ -18,7 +18,7 @@ import zarr
 from torch import Tensor
 
 from stereodistill.cache.quantize import dequantise_logits
-from stereodistill.cache.schema import SCHEMA_VERSION
+from stereodistill.cache.schema import LOGIT_FILL, SCHEMA_VERSION
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 
@@ -193,20 +193,52 @@ class TeacherCache:
         if not self._meta["shard_complete"][shard]:  # type: ignore[index]
             raise InputError(f"frame {self.frame_ids[i]} has not been written (incomplete cache)", self.path)
         step = float(self.identity["quantisation"]["logits"]["step"])
-        a = self._arrays
+        where = f"frame {self.frame_ids[i]} view {view}"
         count = int(self._counts[i, v])
-        cls = dequantise_logits(a["cls_logits"][i, v], step)
-        index = a["covered_index"][i, v, :count]
+        capacity = int(self.identity["coverage"]["capacity"])
+        if not 0 <= count <= capacity:
+            raise InputError(
+                f"{where}: covered_count {count} is outside 0..{capacity} (damaged cache)", self.path
+            )
+        cls = self._read_block("cls_logits", (i, v), where)
+        index = self._read_block("covered_index", (i, v, slice(0, count)), where)
+        boxes = self._read_block("boxes", (i, v, slice(0, count)), where)
+        dirs = self._read_block("dir_logits", (i, v, slice(0, count)), where)
+        kind = self._read_block("covered_kind", (i, v, slice(0, count)), where)
+        # Cheap whole-array checks, so a damaged cache stops training instead of turning its losses into NaN.
+        if (cls == LOGIT_FILL).any() or (dirs == LOGIT_FILL).any():
+            name = "cls_logits" if (cls == LOGIT_FILL).any() else "dir_logits"
+            raise InputError(f"{where}: {name} holds unwritten (fill) values (damaged cache)", self.path)
+        if not np.isfinite(boxes).all():
+            raise InputError(f"{where}: boxes contain NaN or inf (damaged cache)", self.path)
+        if count and (index.min() < 0 or index.max() >= cls.shape[0] or (np.diff(index) <= 0).any()):
+            raise InputError(
+                f"{where}: covered_index is not ascending within the anchors (damaged cache)", self.path
+            )
+        floor = float(self._floors[i, v])
+        if not np.isfinite(floor):
+            raise InputError(f"{where}: score_floor_reached is {floor} (damaged cache)", self.path)
         return CachedFrame(
             frame_id=self.frame_ids[i],
             view=view,
-            cls_logits=torch.from_numpy(cls),
+            cls_logits=torch.from_numpy(dequantise_logits(cls, step)),
             covered_index=torch.from_numpy(index.astype(np.int64)),
-            boxes=torch.from_numpy(a["boxes"][i, v, :count]),
-            dir_logits=torch.from_numpy(dequantise_logits(a["dir_logits"][i, v, :count], step)),
-            covered_kind=torch.from_numpy(a["covered_kind"][i, v, :count]),
-            score_floor_reached=float(self._floors[i, v]),
+            boxes=torch.from_numpy(boxes),
+            dir_logits=torch.from_numpy(dequantise_logits(dirs, step)),
+            covered_kind=torch.from_numpy(kind),
+            score_floor_reached=floor,
         )
+
+    def _read_block(self, name: str, key: tuple[int | slice, ...], where: str) -> np.ndarray:
+        """``array[key]``, or an ``InputError`` naming the frame, view and array when its bytes do not decode."""
+        try:
+            return self._arrays[name][key]
+        except Exception as err:  # a damaged shard file: zarr and the codecs raise various types
+            raise InputError(
+                f"{where}: array {name} is unreadable ({type(err).__name__}: {err}); "
+                "the cache is damaged, rerun `stereodistill cache-teacher --force`",
+                self.path,
+            ) from None
 
     def require_covered(self, cached: CachedFrame, anchor_index: Tensor) -> None:
         """Raise :class:`InputError` if some of ``anchor_index (M,)`` has no cached box in ``cached``."""

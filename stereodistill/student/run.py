@@ -7,8 +7,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stereodistill.cache.reader import TeacherCache
+from stereodistill.cache.store import file_sha256
 from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
+from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.evaluation.report import format_table, write_json_atomic
 from stereodistill.head.anchors import AnchorGrid
@@ -24,6 +27,26 @@ from stereodistill.student.train import (
 )
 
 
+def check_cache_teacher(cache_path: str | Path, teacher: Any) -> None:
+    """Refuse a cache written by another teacher than ``{teacher.out_dir}/teacher.pt``, when that file exists.
+
+    (A cache used without its teacher at hand is not checked: the student needs only the cache.)
+    """
+    out_dir = teacher.get("out_dir") if isinstance(teacher, dict) else None
+    checkpoint = None if out_dir is None else Path(out_dir) / "teacher.pt"
+    if checkpoint is None or not checkpoint.is_file():
+        return
+    cache = TeacherCache(cache_path)
+    written_by = str(cache.identity.get("teacher", {}).get("sha256", ""))
+    current = file_sha256(checkpoint)
+    if written_by != current:
+        raise InputError(
+            f"teacher: this cache was written by teacher sha256 {written_by[:16]}..., but teacher.out_dir holds "
+            f"{checkpoint} (sha256 {current[:16]}...); rerun `stereodistill cache-teacher`",
+            cache.path,
+        )
+
+
 def train_student_from_params(
     params: dict[str, Any], resume: bool = False, restart_on_mismatch: bool = False, progress: bool = True
 ) -> Path:
@@ -37,6 +60,7 @@ def train_student_from_params(
     cache_path = None
     if distill.enabled:
         cache_path = require(section(params, "cache"), "store", "cache")
+        check_cache_teacher(cache_path, params.get("teacher"))
     return train_student(
         grid,
         StudentConfig.from_params(require(student, "model", "student")),
