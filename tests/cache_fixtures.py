@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+import zarr
 
 from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.cache.schema import CacheSettings
@@ -29,6 +31,8 @@ SMALL = TeacherConfig(
     bev_layers=(1, 1),
     bev_upsample_channels=32,
 )
+ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
+ARRAYS += ("score_floor_reached", "shard_complete")
 SETTINGS = CacheSettings(frames_per_shard=2, batch_size=2, capacity=4096)
 
 # Points of the split's frames, for the teacher's batch-norm statistics; filled by build_teacher_cache.
@@ -92,3 +96,20 @@ def build_teacher_cache(split_path: Path, work: Path) -> dict:
     params_path.write_text(yaml.safe_dump(params))
     cache_teacher_from_params(params, progress=False)
     return {"work": work, "grid": grid, "split": split_path, "params": params, "params_path": params_path}
+
+
+def store_arrays(path: Path) -> dict[str, np.ndarray]:
+    root = zarr.open_group(path, mode="r", use_consolidated=False)
+    return {name: root[name][:] for name in ARRAYS}
+
+
+def assert_stores_equal(a: Path, b: Path) -> None:
+    """Same attributes and every array equal bitwise (NaN padding included)."""
+    ra, rb = (zarr.open_group(p, mode="r", use_consolidated=False) for p in (a, b))
+    assert dict(ra.attrs) == dict(rb.attrs)
+    arrays_a, arrays_b = store_arrays(a), store_arrays(b)
+    for name in ARRAYS:
+        assert arrays_a[name].dtype == arrays_b[name].dtype
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+        if arrays_a[name].dtype.kind == "f":
+            assert arrays_a[name].tobytes() == arrays_b[name].tobytes(), name

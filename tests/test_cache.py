@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 import zarr
-from cache_fixtures import REPO, SETTINGS, SMALL
+from cache_fixtures import REPO, SETTINGS, SMALL, assert_stores_equal
 from cache_fixtures import anchor_grid as _grid
 from cache_fixtures import calibrated_teacher as _teacher
 
@@ -39,8 +39,6 @@ from stereodistill.teacher.augment import flip_y
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
 
-ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
-ARRAYS += ("score_floor_reached", "shard_complete")
 CPU = Ranks(0, 1, torch.device("cpu"))
 
 
@@ -48,22 +46,6 @@ CPU = Ranks(0, 1, torch.device("cpu"))
 def setup(teacher_cache_setup: dict) -> dict:
     """The teacher saved as a checkpoint, a params file for it, and a reference store (tests/cache_fixtures.py)."""
     return teacher_cache_setup
-
-
-def _store_arrays(path: Path) -> dict[str, np.ndarray]:
-    root = zarr.open_group(path, mode="r", use_consolidated=False)
-    return {name: root[name][:] for name in ARRAYS}
-
-
-def _assert_stores_equal(a: Path, b: Path) -> None:
-    ra, rb = (zarr.open_group(p, mode="r", use_consolidated=False) for p in (a, b))
-    assert dict(ra.attrs) == dict(rb.attrs)
-    arrays_a, arrays_b = _store_arrays(a), _store_arrays(b)
-    for name in ARRAYS:
-        assert arrays_a[name].dtype == arrays_b[name].dtype
-        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
-        if arrays_a[name].dtype.kind == "f":  # bitwise, NaN padding included
-            assert arrays_a[name].tobytes() == arrays_b[name].tobytes(), name
 
 
 def _identity(grid, settings, split, sha="t" * 64):
@@ -211,7 +193,7 @@ def test_dvc_stage_recomputes_bitwise_identically_and_leaves_a_complete_store_al
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(REPO / "stages" / "cache_teacher.py"), run_name="__main__")
-    _assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)  # deterministic
+    assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)  # deterministic
     stats = cache_teacher_from_params(params, progress=False)
     assert stats.frames_written == 0 and stats.shards_skipped == 2
     names = sorted(p.name for p in (store / "cls_logits").iterdir())
@@ -230,7 +212,7 @@ def test_resume_finishes_an_incomplete_store_identically(setup, tmp_path):
     params = {**setup["params"], "cache": {**setup["params"]["cache"], "store": str(store)}}
     stats = cache_teacher_from_params(params, progress=False)
     assert stats.shards_written == 1 and stats.shards_skipped == 1
-    _assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)
+    assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)
     assert not list(store.rglob("*.partial"))
 
 
@@ -342,7 +324,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_store(setup, tmp_pat
     cache_teacher_from_params(
         {**params, "cache": {**params["cache"], "store": str(reference)}}, progress=False
     )
-    _assert_stores_equal(reference, store)
+    assert_stores_equal(reference, store)
 
 
 def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
@@ -386,7 +368,7 @@ def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
         )
     finally:
         torch.set_num_threads(threads)
-    _assert_stores_equal(reference, store)
+    assert_stores_equal(reference, store)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -1,0 +1,429 @@
+"""Crash safety: SIGKILL at random moments of prepare, train-teacher, cache-teacher and train-student; a full
+disk during cache writes; two writers and two readers on one store.
+
+Every command runs as the real CLI in a subprocess (one thread). A command's *working phase* starts when its
+output (file, folder or store) first appears; each kill lands at a moment drawn uniformly from the working
+phase of an uninterrupted reference run (seeded, so a failure reproduces; see ``_moments``), so kills hit mid-frame, mid-epoch
+and mid-write, not only between units of work. After a kill nothing that DVC or a reader could take as
+finished exists; rerunning the same command completes and gives the reference's outputs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+import zarr
+from cache_fixtures import SMALL, anchor_grid, assert_stores_equal, store_arrays
+
+from stereodistill.cache.lock import lock_path
+from stereodistill.cache.run import cache_teacher_from_params
+from stereodistill.errors import OutputError
+
+EXE = Path(sys.executable).parent / "stereodistill"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+KILLS = 3  # random moments per command
+
+
+def _cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(EXE), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def _working_phase(args: list[str], started: Callable[[], bool], finished: Callable[[], bool]) -> float:
+    """Run ``args`` to the end; seconds from ``started()`` first holding to ``finished()`` first holding."""
+    proc = subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not started() and proc.poll() is None:
+        time.sleep(0.002)
+    t0 = time.monotonic()
+    while not finished() and proc.poll() is None:
+        time.sleep(0.002)
+    seconds = time.monotonic() - t0
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return seconds
+
+
+def _kill_during(args: list[str], started: Callable[[], bool], delay: float) -> bool:
+    """Start ``args``, SIGKILL it ``delay`` s after ``started()`` holds; False if it finished first."""
+    proc = subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not started() and proc.poll() is None:
+        time.sleep(0.002)
+    deadline = time.monotonic() + delay
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _moments(name: str, phase: float, kills: int) -> list[float]:
+    """``kills`` seeded moments in the first 60% of the working phase: later ones often land after the finish,
+    since the reference (which times the phase) runs with cold caches and the killed runs warm."""
+    rng = random.Random(f"{name}-2026")
+    return [rng.uniform(0.0, 0.6 * phase) for _ in range(kills)]
+
+
+def _params_file(params: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ prepare
+# One random moment per command in the fast suite, three behind the slow marker.
+KILL_COUNTS = [1, pytest.param(KILLS, marks=pytest.mark.slow, id="3-kills")]
+
+
+@pytest.mark.parametrize("kills", KILL_COUNTS)
+def test_prepare_killed_at_random_moments_reruns_to_the_same_bytes(synthetic_train_split, tmp_path, kills):
+    root = Path(synthetic_train_split).parent / "data"
+    split_file = root / "ImageSets" / "train.txt"
+
+    def args(out: Path) -> list[str]:
+        return [
+            "prepare",
+            "--root",
+            str(root),
+            "--split-file",
+            str(split_file),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+
+    reference = tmp_path / "reference" / "train.h5"
+    reference.parent.mkdir()
+    phase = _working_phase(args(reference), lambda: any(reference.parent.iterdir()), reference.exists)
+    killed = 0
+    for i, delay in enumerate(_moments("prepare", phase, kills)):
+        out = tmp_path / f"run{i}" / "train.h5"
+        out.parent.mkdir()
+        if _kill_during(args(out), lambda out=out: any(out.parent.iterdir()), delay) and not out.exists():
+            killed += 1  # killed mid-write: nothing under the output name
+        if out.exists():  # killed after the rename: the file is whole
+            assert out.read_bytes() == reference.read_bytes()
+        result = _cli(*args(out))
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == reference.read_bytes()
+        assert [p.name for p in out.parent.iterdir()] == ["train.h5"], "the dead writer's temp file stays"
+    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
+
+
+# ------------------------------------------------------------------------------------------ training
+def _teacher_params(split: Path, out_dir: Path) -> dict:
+    grid = anchor_grid()
+    return {
+        "data": {"prepared_dir": str(split.parent)},
+        "grid": grid.to_dict(),
+        "teacher": {
+            "out_dir": str(out_dir),
+            "model": {**SMALL.to_dict()},
+            "train": {
+                "epochs": 3,
+                "batch_size": 2,
+                "lr": 0.003,
+                "seed": 0,
+                "augment": {
+                    "flip_probability": 0.5,
+                    "rotation": [-0.3, 0.3],
+                    "scale": [0.95, 1.05],
+                    "gt_sampling": None,
+                },
+            },
+        },
+    }
+
+
+def _training_killed_then_resumed(
+    command: str, final_name: str, params_for: Callable[[Path], dict], tmp_path: Path, kills: int
+) -> list[tuple[Path, Path]]:
+    """Kill ``command`` at random moments, rerun it with ``--resume``; return (reference, resumed) finals."""
+    ref_dir = tmp_path / "reference"
+    ref_params = _params_file(params_for(ref_dir), tmp_path / "reference.yaml")
+    final = ref_dir / final_name
+    phase = _working_phase(
+        [command, "--params", str(ref_params), "--no-progress"], ref_dir.exists, final.exists
+    )
+    pairs, killed = [], 0
+    for i, delay in enumerate(_moments(command, phase, kills)):
+        out_dir = tmp_path / f"run{i}"
+        params = _params_file(params_for(out_dir), tmp_path / f"run{i}.yaml")
+        args = [command, "--params", str(params), "--no-progress"]
+        if _kill_during(args, out_dir.exists, delay) and not (out_dir / final_name).exists():
+            killed += 1  # killed before the final model: only the last complete epoch's checkpoint is there
+            if (out_dir / "checkpoint.pt").exists():  # written atomically: always loadable
+                assert "model" in torch.load(out_dir / "checkpoint.pt", weights_only=True)
+        result = _cli(command, "--params", params, "--resume", "--no-progress")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not list(out_dir.glob(".*.tmp-*")), "the dead writer's temp file stays"
+        pairs.append((ref_dir, out_dir))
+    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
+    return pairs
+
+
+def _epochs_logged(path: Path, column: str) -> list[int]:
+    lines = path.read_text().splitlines()
+    index = lines[0].split(",").index(column)
+    return [int(line.split(",")[index]) for line in lines[1:]]
+
+
+@pytest.mark.parametrize("kills", KILL_COUNTS)
+def test_train_teacher_killed_at_random_moments_resumes_to_the_same_epochs(
+    synthetic_train_split, tmp_path, kills
+):
+    pairs = _training_killed_then_resumed(
+        "train-teacher",
+        "teacher.pt",
+        lambda out: _teacher_params(Path(synthetic_train_split), out),
+        tmp_path,
+        kills,
+    )
+    for reference, resumed in pairs:
+        a = torch.load(reference / "teacher.pt", weights_only=True)
+        b = torch.load(resumed / "teacher.pt", weights_only=True)
+        assert a["epoch"] == b["epoch"] == 3
+        assert _epochs_logged(resumed / "loss_log.csv", "epoch") == [1, 2, 3]
+        for key in a["model"]:
+            torch.testing.assert_close(b["model"][key], a["model"][key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def _student_params(cache_setup: dict, out_dir: Path) -> dict:
+    params = yaml.safe_load(Path(cache_setup["params_path"]).read_text())
+    params["student"] = {
+        "out_dir": str(out_dir),
+        "model": {
+            "backbone_channels": [4, 4, 8],
+            "backbone_strides": [1, 2, 1],
+            "backbone_blocks": [1, 1, 1],
+            "stereo_channels": 8,
+            "semantic_channels": 4,
+            "gwc_groups": 2,
+            "num_planes": 8,
+            "cost_channels": 4,
+            "voxel_z": 4,
+            "z_pool": 2,
+            "volume_channels": 4,
+            "bev_channels": 8,
+            "norm_groups": 4,
+        },
+        "train": {"epochs": 3, "batch_size": 2, "image_scale": 4, "seed": 3, "lr": 0.01},
+    }
+    params["distill"] = {"xgd": {"mode": "xgd"}, "cld": {"mode": "diagonal"}}
+    return params
+
+
+@pytest.mark.parametrize("kills", KILL_COUNTS)
+def test_train_student_killed_at_random_moments_resumes_bitwise(teacher_cache_setup, tmp_path, kills):
+    pairs = _training_killed_then_resumed(
+        "train-student", "student.pt", lambda out: _student_params(teacher_cache_setup, out), tmp_path, kills
+    )
+    for reference, resumed in pairs:
+        a = torch.load(reference / "student.pt", weights_only=True)
+        b = torch.load(resumed / "student.pt", weights_only=True)
+        assert a["epoch"] == b["epoch"] == 3
+        for key in a["model"]:
+            torch.testing.assert_close(b["model"][key], a["model"][key], atol=0, rtol=0, msg=key)
+        strip = [line.rsplit(",", 1)[0] for line in (resumed / "loss_log.csv").read_text().splitlines()]
+        assert strip == [
+            line.rsplit(",", 1)[0] for line in (reference / "loss_log.csv").read_text().splitlines()
+        ]
+
+
+# ------------------------------------------------------------------------------------------ the cache
+def _cache_params(setup: dict, store: Path, **cache: object) -> dict:
+    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params["cache"].update(store=str(store), frames_per_shard=1, **cache)
+    return params
+
+
+@pytest.fixture(scope="module")
+def one_frame_shards(teacher_cache_setup, tmp_path_factory) -> Path:
+    """The reference store with one frame per shard (four shards), written in-process without interruption."""
+    store = tmp_path_factory.mktemp("reference") / "reference.zarr"
+    cache_teacher_from_params(_cache_params(teacher_cache_setup, store), progress=False)
+    return store
+
+
+@pytest.mark.parametrize("kills", KILL_COUNTS)
+def test_cache_teacher_killed_at_random_moments_reruns_to_the_same_store(
+    teacher_cache_setup, one_frame_shards, tmp_path, kills
+):
+    def args(store: Path) -> list[str]:
+        params = _params_file(_cache_params(teacher_cache_setup, store), store.with_suffix(".yaml"))
+        return ["cache-teacher", "--params", str(params), "--no-progress"]
+
+    def complete(store: Path) -> bool:
+        return (store / "zarr.json").exists() and bool(
+            zarr.open_group(store, mode="r", use_consolidated=False).attrs.get("complete")
+        )
+
+    timed = tmp_path / "timed.zarr"
+    phase = _working_phase(args(timed), timed.exists, lambda: complete(timed))
+    killed = 0
+    for i, delay in enumerate(_moments("cache-teacher", phase, kills)):
+        store = tmp_path / f"run{i}.zarr"
+        if _kill_during(args(store), store.exists, delay) and not complete(store):
+            killed += 1  # killed mid-run: the store says it is incomplete
+        result = _cli(*args(store))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert_stores_equal(one_frame_shards, store)
+        assert not list(store.rglob("*.partial")) and not lock_path(store).exists()
+    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
+
+
+def test_a_second_cache_writer_is_refused_while_the_first_finishes(
+    teacher_cache_setup, one_frame_shards, tmp_path
+):
+    store = tmp_path / "store.zarr"
+    params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
+    first = subprocess.Popen(
+        [str(EXE), "cache-teacher", "--params", str(params), "--no-progress"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while not lock_path(store).exists():
+        assert first.poll() is None, "the first writer ended before taking the lock"
+        time.sleep(0.002)
+    first.send_signal(signal.SIGSTOP)  # a slow first writer: paused while it holds the lock
+    try:
+        second = _cli("cache-teacher", "--params", params, "--no-progress")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1
+    assert "another writer holds this cache" in second.stderr and str(lock_path(store)) in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-2000:]
+    assert_stores_equal(one_frame_shards, store)
+
+
+def _watch_store(store: Path, reference: dict[str, np.ndarray], stop: threading.Event, seen: list) -> None:
+    """A reader: whenever a shard (one frame) reads as complete, its data must already be the reference's."""
+    while not stop.is_set():
+        if not (store / "shard_complete" / "zarr.json").exists():
+            time.sleep(0.001)
+            continue
+        root = zarr.open_group(store, mode="r", use_consolidated=False)
+        complete = root["shard_complete"][:]
+        for frame in np.flatnonzero(complete):
+            for name in ("cls_logits", "covered_count", "covered_index", "boxes", "dir_logits"):
+                got = root[name][frame]
+                assert got.tobytes() == reference[name][frame].tobytes(), (name, frame)
+        seen.append(int(complete.sum()))
+
+
+def test_readers_during_a_write_never_see_a_frame_complete_before_its_data(
+    teacher_cache_setup, one_frame_shards, tmp_path
+):
+    reference = store_arrays(one_frame_shards)
+    store = tmp_path / "store.zarr"
+    params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
+    stop, errors = threading.Event(), []
+    seen: list[list[int]] = [[], []]
+
+    def reader(k: int) -> None:
+        try:
+            _watch_store(store, reference, stop, seen[k])
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            errors.append(err)
+
+    readers = [threading.Thread(target=reader, args=(k,)) for k in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        result = _cli("cache-teacher", "--params", params, "--no-progress")
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not errors, errors[0]
+    n = len(reference["shard_complete"])
+    partial_views = [c for s in seen for c in s if 0 < c < n]
+    assert partial_views, f"the readers never saw the store part-written: {seen}"
+
+
+# ------------------------------------------------------------------------------------------ a full disk
+def test_disk_full_during_cache_write_is_reported_and_the_store_resumes(
+    teacher_cache_setup, one_frame_shards, tmp_path, monkeypatch, run_cli
+):
+    """ENOSPC injected into zarr's file writes after the first shard's data (works without root)."""
+    import zarr.storage._local as local
+
+    store = tmp_path / "store.zarr"
+    params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
+    put = local._put
+    calls = {"n": 0}
+
+    def put_until_full(path, value, exclusive=False):
+        if "shard_complete" in str(path) and not str(path).endswith("zarr.json"):
+            calls["n"] += 1
+            if calls["n"] > 1:  # the second shard's completion record finds the disk full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return put(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", put_until_full)
+    result = run_cli("cache-teacher", "--params", params, "--no-progress")
+    assert result.exit_code == 1
+    assert "No space left on device" in result.stderr and str(store) in result.stderr
+    assert "resumable" in result.stderr
+    with pytest.raises(OutputError, match="1 complete shard"):
+        calls["n"] = 1
+        cache_teacher_from_params(yaml.safe_load(params.read_text()), progress=False)
+    monkeypatch.setattr(local, "_put", put)
+    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert root.attrs.get("complete") is not True and root["shard_complete"][:].tolist() == [1, 0, 0, 0]
+    assert not lock_path(store).exists()
+    result = run_cli("cache-teacher", "--params", params, "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert_stores_equal(one_frame_shards, store)
+
+
+def _mount_tmpfs(where: Path, size: int) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+def test_a_real_full_tmpfs_during_cache_write(teacher_cache_setup, one_frame_shards, tmp_path):
+    """The same on a real size-limited filesystem (a tmpfs smaller than the store); needs root to mount."""
+    from stereodistill.cache.store import bytes_on_disk
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, max(bytes_on_disk(one_frame_shards) // 2, 64 * 1024)):
+        pytest.skip("cannot mount a tmpfs here (needs root); the ENOSPC-injection test covers the code path")
+    try:
+        store = disk / "store.zarr"
+        params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
+        result = _cli("cache-teacher", "--params", params, "--no-progress")
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "No space left on device" in result.stderr and str(store) in result.stderr
+        assert "Traceback" not in result.stderr
+        done = zarr.open_group(store, mode="r", use_consolidated=False)["shard_complete"][:]
+        assert done.sum() < len(done)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        result = _cli("cache-teacher", "--params", params, "--no-progress")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert_stores_equal(one_frame_shards, store)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
