@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
 from stereodistill.cache.schema import (
     INDEX_FILL,
@@ -83,11 +83,16 @@ def identity_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any], p
 
 
 def _compressors(settings: CacheSettings) -> Any:
+    """The chunk codecs, ending with a CRC32C checksum: bytes damaged inside a chunk fail to decode instead of
+    decoding to wrong values (4 bytes per chunk)."""
     if settings.codec == "none":
-        return None
+        return (Crc32cCodec(),)
     if settings.codec == "zstd":
-        return ZstdCodec(level=settings.codec_level)
-    return BloscCodec(cname="zstd", clevel=settings.codec_level, shuffle=BloscShuffle.bitshuffle)
+        return (ZstdCodec(level=settings.codec_level), Crc32cCodec())
+    return (
+        BloscCodec(cname="zstd", clevel=settings.codec_level, shuffle=BloscShuffle.bitshuffle),
+        Crc32cCodec(),
+    )
 
 
 def create_store(

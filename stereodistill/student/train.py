@@ -575,8 +575,6 @@ def train_student(
     out_dir = Path(out_dir)
     ranks = current_ranks()
     lead = ranks.rank == 0
-    if lead:
-        out_dir.mkdir(parents=True, exist_ok=True)
     if ranks.world > 1:
         device = ranks.device
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -638,6 +636,8 @@ def train_student(
     columns = log_columns(distill)
     log_path = out_dir / "loss_log.csv"
     log_rows: list[dict[str, Any]] = read_loss_log(log_path, start_epoch)
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         model.train()

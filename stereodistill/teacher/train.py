@@ -136,7 +136,6 @@ def train_teacher(
     between runs), a fresh start. ``stop_after_epoch`` ends early after that epoch (for tests of resume).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(settings.seed)
     split = PreparedSplit(train_split)
@@ -198,6 +197,7 @@ def train_teacher(
             )
     log_path = out_dir / "loss_log.csv"
     log_rows: list[dict[str, Any]] = read_loss_log(log_path, start_epoch)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
 
     for epoch in range(start_epoch + 1, settings.epochs + 1):
         model.train()
