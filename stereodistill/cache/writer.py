@@ -29,6 +29,7 @@ from stereodistill.cache.coverage import CoverageRule
 from stereodistill.cache.lock import StoreLock
 from stereodistill.cache.quantize import quantise_logits
 from stereodistill.cache.ranks import Ranks
+from stereodistill.cache.reader import CachedFrame
 from stereodistill.cache.schema import (
     HFLIP,
     PER_FRAME_ARRAYS,
@@ -42,6 +43,7 @@ from stereodistill.cache.schema import (
 from stereodistill.cache.store import StoreMismatch, bytes_on_disk, create_store, open_existing
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError, OutputError
+from stereodistill.head.anchor_head import HeadOutput
 from stereodistill.head.assigner import ground_truth_from_labels
 from stereodistill.head.box_coder import apply_direction, decode_boxes
 from stereodistill.teacher.augment import flip_y
@@ -98,7 +100,7 @@ class _ShardWriter(threading.Thread):
             raise self.error
 
 
-def _frame_inputs(
+def frame_inputs(
     split: PreparedSplit, i: int, views: Sequence[str], features: int, class_names: Sequence[str]
 ) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Per view: points ``(P, F)`` and the GT boxes ``(G, 7)`` / class ids ``(G,)`` coverage is measured against."""
@@ -118,6 +120,37 @@ def _frame_inputs(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def teacher_answer(
+    out: HeadOutput,
+    j: int,
+    gt_boxes: torch.Tensor,
+    gt_classes: torch.Tensor,
+    rule: CoverageRule,
+    anchors: torch.Tensor,
+    frame_id: str,
+    view: str,
+) -> CachedFrame:
+    """Sample ``j`` of a flattened teacher forward as the cache holds it, before quantisation (float32 logits).
+
+    ``gt_boxes (G, 7)`` / ``gt_classes (G,)`` in the sample's view decide which anchors are covered; ``anchors
+    (N, 7)`` on the teacher's device. Used by the writer and by anything that runs the teacher online.
+    """
+    cov = rule(out.cls[j], gt_boxes, gt_classes, f"frame {frame_id} view {view}")
+    boxes = decode_boxes(out.box[j][cov.index], anchors[cov.index])
+    dir_logits = out.dir[j][cov.index]
+    boxes[:, 6] = apply_direction(boxes[:, 6], dir_logits.argmax(dim=-1))
+    return CachedFrame(
+        frame_id=frame_id,
+        view=view,
+        cls_logits=out.cls[j],
+        covered_index=cov.index,
+        boxes=boxes,
+        dir_logits=dir_logits,
+        covered_kind=cov.kind,
+        score_floor_reached=cov.score_floor_reached,
+    )
 
 
 @torch.no_grad()
@@ -140,7 +173,7 @@ def _compute_shard(
         inputs = [
             item
             for i in batch
-            for item in _frame_inputs(split, i, views, model.config.point_features, grid.class_names)
+            for item in frame_inputs(split, i, views, model.config.point_features, grid.class_names)
         ]
         clouds = [torch.from_numpy(np.ascontiguousarray(p)).to(device) for p, _, _ in inputs]
         _sync(device)
@@ -150,24 +183,26 @@ def _compute_shard(
         forward += time.perf_counter() - t0
         for j, (_, gt_boxes, gt_classes) in enumerate(inputs):
             f, view = start + j // v, j % v
-            where = f"frame {split.frame_ids[batch[j // v]]} view {views[view]}"
-            cov = rule(out.cls[j], gt_boxes.to(device), gt_classes.to(device), where)
-            m = cov.index.numel()
-            boxes = decode_boxes(out.box[j][cov.index], anchors[cov.index])
-            dir_logits = out.dir[j][cov.index]
-            boxes[:, 6] = apply_direction(boxes[:, 6], dir_logits.argmax(dim=-1))
+            frame_id = split.frame_ids[batch[j // v]]
+            where = f"frame {frame_id} view {views[view]}"
+            answer = teacher_answer(
+                out, j, gt_boxes.to(device), gt_classes.to(device), rule, anchors, frame_id, views[view]
+            )
+            m = answer.covered_index.numel()
             try:
-                block["cls_logits"][f, view] = quantise_logits(out.cls[j], settings.logit_step).cpu().numpy()
+                block["cls_logits"][f, view] = (
+                    quantise_logits(answer.cls_logits, settings.logit_step).cpu().numpy()
+                )
                 block["dir_logits"][f, view, :m] = (
-                    quantise_logits(dir_logits, settings.logit_step).cpu().numpy()
+                    quantise_logits(answer.dir_logits, settings.logit_step).cpu().numpy()
                 )
             except ValueError as err:
                 raise InputError(f"{where}: {err}", split.path) from None
-            block["covered_index"][f, view, :m] = cov.index.cpu().numpy()
-            block["covered_kind"][f, view, :m] = cov.kind.cpu().numpy()
-            block["boxes"][f, view, :m] = boxes.cpu().numpy()
+            block["covered_index"][f, view, :m] = answer.covered_index.cpu().numpy()
+            block["covered_kind"][f, view, :m] = answer.covered_kind.cpu().numpy()
+            block["boxes"][f, view, :m] = answer.boxes.cpu().numpy()
             block["covered_count"][f, view] = m
-            block["score_floor_reached"][f, view] = cov.score_floor_reached
+            block["score_floor_reached"][f, view] = answer.score_floor_reached
         bar.update(len(batch))
     return block, forward
 
