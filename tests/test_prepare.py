@@ -370,7 +370,7 @@ def test_failure_mid_way_leaves_nothing(kitti_readonly: KittiFixture, tmp_path, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         prepare_split(kitti_readonly.root, kitti_readonly.split_file("train"), out, progress=False)
     # while writing, only the temp file existed
-    assert seen[0][0] is False and len(seen[0][1]) == 1 and seen[0][1][0].startswith("train.h5.tmp-")
+    assert seen[0][0] is False and len(seen[0][1]) == 1 and seen[0][1][0].startswith(".train.h5.tmp-")
     assert leftovers(out.parent) == []
 
 
