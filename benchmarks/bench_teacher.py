@@ -40,7 +40,9 @@ def frames_for(preset: str, count: int) -> list[np.ndarray]:
     return out
 
 
-def time_forward(model: SecondTeacher, frames: list[np.ndarray], device: str, repeats: int) -> tuple[float, int]:
+def time_forward(
+    model: SecondTeacher, frames: list[np.ndarray], device: str, repeats: int
+) -> tuple[float, int]:
     model = model.to(device).eval()
     points = [torch.from_numpy(f).to(device) for f in frames]
     times, voxels = [], []
@@ -71,8 +73,10 @@ def main() -> None:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
-          + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"))
+    print(
+        f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
+        + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
+    )
     print()
     print("| grid | device | BEV cells | points / frame | voxels / frame | forward ms / frame (median) |")
     print("|---|---|---|---|---|---|")
@@ -84,8 +88,10 @@ def main() -> None:
         for device in devices:
             ms, voxels = time_forward(SecondTeacher(config, grid), frames, device, args.repeats)
             points = int(np.median([len(f) for f in frames]))
-            print(f"| {name} ({grid.nx}x{grid.ny}, voxel {config.voxel_size[0]} m) | {device} | "
-                  f"{grid.nx * grid.ny} | {points} | {voxels} | {ms:.1f} |")
+            print(
+                f"| {name} ({grid.nx}x{grid.ny}, voxel {config.voxel_size[0]} m) | {device} | "
+                f"{grid.nx * grid.ny} | {points} | {voxels} | {ms:.1f} |"
+            )
 
 
 if __name__ == "__main__":
