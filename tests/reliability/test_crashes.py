@@ -254,10 +254,24 @@ def _cache_params(setup: dict, store: Path, **cache: object) -> dict:
 
 @pytest.fixture(scope="module")
 def one_frame_shards(teacher_cache_setup, tmp_path_factory) -> Path:
-    """The reference store with one frame per shard (four shards), written in-process without interruption."""
-    store = tmp_path_factory.mktemp("reference") / "reference.zarr"
-    cache_teacher_from_params(_cache_params(teacher_cache_setup, store), progress=False)
+    """The reference store with one frame per shard (four shards): the CLI run without interruption, one thread
+    like every subprocess here (other thread counts round the teacher's sums differently: a logit step apart)."""
+    work = tmp_path_factory.mktemp("reference")
+    store = work / "reference.zarr"
+    result = _cli(
+        "cache-teacher", "--params", _params_file(_cache_params(teacher_cache_setup, store), work / "p.yaml")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     return store
+
+
+@pytest.fixture()
+def one_thread():
+    """In-process writes with one intra-op thread, as the subprocesses and the reference store."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
@@ -361,7 +375,7 @@ def test_readers_during_a_write_never_see_a_frame_complete_before_its_data(
 
 # ------------------------------------------------------------------------------------------ a full disk
 def test_disk_full_during_cache_write_is_reported_and_the_store_resumes(
-    teacher_cache_setup, one_frame_shards, tmp_path, monkeypatch, run_cli
+    teacher_cache_setup, one_frame_shards, tmp_path, monkeypatch, run_cli, one_thread
 ):
     """ENOSPC injected into zarr's file writes after the first shard's data (works without root)."""
     import zarr.storage._local as local
