@@ -85,6 +85,26 @@ def test_detection_losses_hand_computed():
     assert terms["loc"].item() == pytest.approx(2.0 * LOC, rel=1e-6)
     assert terms["dir"].item() == pytest.approx(0.2 * DIR, rel=1e-6)
     assert terms["total"].item() == pytest.approx(CLS + 2.0 * LOC + 0.2 * DIR, rel=1e-6)
+    # the regression term split by code, before loc_weight: x, y, heading carry it, z/l/w/h are exact
+    expected = [0.5 * 0.05**2 * 9, 0.5 - 1 / 18, 0.0, 0.0, 0.0, 0.0, math.sin(0.2) - 1 / 18]
+    assert terms["loc_codes"].tolist() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert not terms["loc_codes"].requires_grad
+
+
+def test_loc_codes_average_frames_like_loc():
+    """Two frames with 1 and 2 positives: each frame is normalised by its own positives, then frames averaged."""
+    boxes = torch.zeros(2, 3, 7, requires_grad=True)
+    targets = torch.zeros(2, 3, 7)
+    targets[0, 0, 0] = 1.0  # frame 0: one positive, x residual 1 -> smooth-L1 1 - 1/18
+    targets[1, :2, 3] = 1.0  # frame 1: two positives, l residual 1 each
+    labels = torch.tensor([[0, 1, 1], [0, 0, 1]])
+    terms = detection_losses(
+        torch.zeros(2, 3, 1), boxes, torch.zeros(2, 3, 2), labels, targets, torch.zeros(2, 3, dtype=torch.long)
+    )
+    per_positive = 1 - 1 / 18
+    assert terms["loc_codes"][0].item() == pytest.approx(per_positive / 2, rel=1e-6)  # frame 0 / 2 frames
+    assert terms["loc_codes"][3].item() == pytest.approx(2 * per_positive / 2 / 2, rel=1e-6)
+    assert terms["loc"].item() == pytest.approx(2.0 * terms["loc_codes"].sum().item(), rel=1e-6)
 
 
 def test_weights_and_code_weights_are_configurable():

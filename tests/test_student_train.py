@@ -205,6 +205,9 @@ def test_gt_only_step_trains_without_a_cache(synthetic_train_split, tmp_path):
     assert terms["total"] == pytest.approx(
         terms["cls"] + terms["loc"] + terms["dir"] + terms["depth"], rel=1e-4
     )
+    codes = [float(rows[0][f"loc_{c}"]) for c in ("x", "y", "z", "l", "w", "h", "heading")]
+    loc_weight = tiny_settings().loss_weights["loc"]
+    assert min(codes) >= 0 and terms["loc"] == pytest.approx(loc_weight * sum(codes), rel=1e-4)
     model, ckpt = load_student(path, grid=anchor_grid())
     assert isinstance(model, StereoStudent) and ckpt["settings"]["image_scale"] == 4
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 CODE_SIZE = 7
+CODE_NAMES = ("x", "y", "z", "l", "w", "h", "heading")  # the residual codes, in order
 DIR_OFFSET = math.pi / 4
 NUM_DIR_BINS = 2
 

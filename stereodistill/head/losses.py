@@ -62,7 +62,10 @@ def detection_losses(
     beta: float = 1.0 / 9.0,
     code_weights: Sequence[float] | None = None,
 ) -> dict[str, Tensor]:
-    """Weighted loss terms ``{"cls", "loc", "dir", "total"}`` (scalars) of a batch.
+    """Weighted loss terms ``{"cls", "loc", "dir", "total"}`` (scalars) of a batch, and ``loc_codes`` ``(7,)``.
+
+    ``loc_codes`` (detached) splits the regression term by residual code (``box_coder.CODE_NAMES``) before
+    ``loc_weight``: ``loc == loc_weight * loc_codes.sum()``. It shows which codes a network actually learns.
 
     Per-anchor inputs in the grid's anchor order: ``cls_logits (B, N, C)``, ``box_preds (B, N, 7)``,
     ``dir_logits (B, N, 2)``; targets from the assigner: ``labels (B, N)`` (``0..C-1`` positive, ``C``
@@ -99,8 +102,9 @@ def detection_losses(
             raise ValueError(f"code_weights needs {CODE_SIZE} numbers, got {len(code_weights)}")
         per_code = per_code * per_code.new_tensor(list(code_weights))
     # where() rather than a product: a non-finite value at a non-positive anchor must not reach the loss value.
-    loc = torch.where(positive, per_code.sum(dim=-1), per_code.new_zeros(()))
-    loc_loss = (loc / normaliser).sum() / b
+    per_code = torch.where(positive.unsqueeze(-1), per_code, per_code.new_zeros(()))
+    loc_codes = (per_code / normaliser.unsqueeze(-1)).sum(dim=(0, 1)) / b  # (7,)
+    loc_loss = loc_codes.sum()
 
     ce = F.cross_entropy(
         dir_logits.reshape(b * n, -1), dir_targets.clamp(min=0).reshape(-1), reduction="none"
@@ -109,4 +113,5 @@ def detection_losses(
 
     terms = {"cls": cls_weight * cls_loss, "loc": loc_weight * loc_loss, "dir": dir_weight * dir_loss}
     terms["total"] = terms["cls"] + terms["loc"] + terms["dir"]
+    terms["loc_codes"] = loc_codes.detach()
     return terms

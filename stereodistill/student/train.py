@@ -23,8 +23,9 @@ the ranks take equal steps), ``batch_size`` is per rank, and rank 0 alone writes
 over ranks) and the checkpoints.
 
 Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch), ``student.pt`` (finished model) and ``loss_log.csv``,
-one row per optimiser step (columns :func:`log_columns`: ``step``, ``epoch``, every loss term, the batch's
-positives, ``xgd_kept_<component>`` = the share of XGD candidates whose component was distilled, ``lr``,
+one row per optimiser step (columns :func:`log_columns`: ``step``, ``epoch``, every loss term,
+``loc_<code>`` = the regression term split by residual code before its weight (``x``, ``y``, ``z``, ``l``, ``w``,
+``h``, ``heading``; ``loc = loc_weight * sum``), the batch's positives, ``xgd_kept_<component>`` = the share of XGD candidates whose component was distilled, ``lr``,
 ``seconds``); DVC plots it.
 """
 
@@ -65,6 +66,7 @@ from stereodistill.errors import InputError
 from stereodistill.fingerprint import source_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
+from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.losses import detection_losses
 from stereodistill.student.config import StudentConfig
 from stereodistill.student.dataset import (
@@ -85,6 +87,7 @@ SCHEDULES = ("cosine", "step")
 XGD_MODES = ("xgd", "whole_box", "off")
 CLD_REGIONS = ("gt_boxes", "confident", "all")
 LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
+LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
 
 
 def _unknown(values: Mapping[str, Any], known: Any, where: str) -> None:
@@ -328,11 +331,13 @@ def _grid_anchors(grid: AnchorGrid, device: torch.device) -> Tensor:
 
 @dataclass(frozen=True)
 class StepLosses:
-    """Loss terms of one batch (scalars; ``total`` carries the graph) and XGD's kept share per component."""
+    """Loss terms of one batch (scalars; ``total`` carries the graph), ``loc`` per residual code (unweighted) and
+    XGD's kept share per component."""
 
     terms: dict[str, Tensor]
     xgd_kept: dict[str, float]
     num_positive: int
+    loc_codes: dict[str, Tensor] = field(default_factory=dict)  # LOC_CODE_COLUMNS -> detached scalars
 
 
 def ground_truths(
@@ -379,6 +384,7 @@ def student_losses(
         loc_weight=w["loc"],
         dir_weight=w["dir"],
     )
+    loc_codes = dict(zip(LOC_CODE_COLUMNS, terms.pop("loc_codes").unbind(), strict=True))
     padded_hw = tuple(inputs.left.shape[-2:])
     depth_target = torch.stack(
         [
@@ -453,7 +459,7 @@ def student_losses(
             region |= confident_cells(teacher_logits, layout, c.confident_threshold)
         terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, c.options(), weight=c.weight).loss
     terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
-    return StepLosses(terms, kept, int(positive.sum()))
+    return StepLosses(terms, kept, int(positive.sum()), loc_codes)
 
 
 # ---------------------------------------------------------------------------------------- ranks
@@ -523,7 +529,7 @@ def load_student(
     return model.to(device).eval(), ckpt
 
 
-LOG_COLUMNS_BASE = ["step", "epoch", *LOSS_TERMS, "positives", "lr", "seconds"]
+LOG_COLUMNS_BASE = ["step", "epoch", *LOSS_TERMS, *LOC_CODE_COLUMNS, "positives", "lr", "seconds"]
 
 
 def log_columns(distill: DistillSettings) -> list[str]:
@@ -666,9 +672,11 @@ def train_student(
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             scheduler.step()
-            values = _rank_mean({key: step.terms[key].detach() for key in LOSS_TERMS}, ranks.world)
-            for key, value in values.items():
-                sums[key] += value
+            values = _rank_mean(
+                {**{key: step.terms[key].detach() for key in LOSS_TERMS}, **step.loc_codes}, ranks.world
+            )
+            for key in LOSS_TERMS:
+                sums[key] += values[key]
             row = {"step": scheduler.last_epoch, "epoch": epoch, **{k: f"{v:.6f}" for k, v in values.items()}}
             row["positives"] = step.num_positive
             row.update({f"xgd_kept_{k}": f"{v:.4f}" for k, v in step.xgd_kept.items()})
