@@ -99,7 +99,12 @@ def test_loc_codes_average_frames_like_loc():
     targets[1, :2, 3] = 1.0  # frame 1: two positives, l residual 1 each
     labels = torch.tensor([[0, 1, 1], [0, 0, 1]])
     terms = detection_losses(
-        torch.zeros(2, 3, 1), boxes, torch.zeros(2, 3, 2), labels, targets, torch.zeros(2, 3, dtype=torch.long)
+        torch.zeros(2, 3, 1),
+        boxes,
+        torch.zeros(2, 3, 2),
+        labels,
+        targets,
+        torch.zeros(2, 3, dtype=torch.long),
     )
     per_positive = 1 - 1 / 18
     assert terms["loc_codes"][0].item() == pytest.approx(per_positive / 2, rel=1e-6)  # frame 0 / 2 frames
