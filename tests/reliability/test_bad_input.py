@@ -445,6 +445,21 @@ def test_11_bad_params_fail_before_any_work_naming_the_key(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "dotted", "value", "message"),
+    [
+        (["train-student"], "student.train.warmup_factor", 0.0, "0 < warmup_factor <= 1"),
+        (["train-student"], "student.model.num_planes", 1, "at least 2 planes"),
+    ],
+)
+def test_11_value_errors_name_the_params_file_given(run_cli, tmp_path, command, dotted, value, message):
+    """Well-typed but invalid values, refused by the settings classes, name the ``--params`` file, not the default."""
+    params = _repo_params(tmp_path, dotted, value)
+    result = run_cli(*command, "--params", params, "--no-progress")
+    assert_refused(result, f"{params}: ", message)
+    assert not (tmp_path / "out").exists()
+
+
 def test_11_the_shipped_params_files_pass_the_check():
     for path in (REPO / "params.yaml", REPO / "docs" / "presets" / "params.kitti.yaml"):
         load_params(path)
