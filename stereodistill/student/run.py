@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.store import file_sha256
 from stereodistill.checkpoints import default_device
-from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
-from stereodistill.evaluation.kitti import evaluate_kitti
-from stereodistill.evaluation.report import format_table, write_json_atomic
+from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
 from stereodistill.params import require, section
@@ -78,15 +74,13 @@ def train_student_from_params(
 
 def evaluate_student_from_params(params: dict[str, Any], progress: bool = True) -> dict:
     """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
-    data, student, evaluate = section(params, "data"), section(params, "student"), section(params, "evaluate")
+    student, evaluate = section(params, "student"), section(params, "evaluate")
     grid = AnchorGrid.from_params(section(params, "grid"), "params.yaml")
     model, ckpt = load_student(
         Path(require(student, "out_dir", "student")) / "student.pt", default_device(), grid
     )
     image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
-    split = PreparedSplit(
-        Path(require(data, "prepared_dir", "data")) / f"{require(evaluate, 'split', 'evaluate')}.h5"
-    )
+    split = evaluation_split(params)
     detections = predict_to_kitti(
         model,
         split,
@@ -95,8 +89,4 @@ def evaluate_student_from_params(params: dict[str, Any], progress: bool = True) 
         image_scale=image_scale,
         progress=progress,
     )
-    ground_truth = {frame_id: split.objects(i) for i, frame_id in enumerate(split.frame_ids)}
-    result = evaluate_kitti(ground_truth, detections, tuple(require(evaluate, "classes", "evaluate")))
-    write_json_atomic(require(evaluate, "student_metrics", "evaluate"), result)
-    tqdm.write(format_table(result))
-    return result
+    return score_and_write(params, split, detections, "student_metrics")

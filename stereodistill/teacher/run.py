@@ -5,12 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from stereodistill.checkpoints import default_device
-from stereodistill.data.prepared import PreparedSplit
-from stereodistill.evaluation.kitti import evaluate_kitti
-from stereodistill.evaluation.report import format_table, write_json_atomic
+from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
 from stereodistill.params import require, section
@@ -44,17 +40,11 @@ def decode_settings(teacher: dict[str, Any]) -> DecodeSettings:
 
 def evaluate_teacher_from_params(params: dict[str, Any], progress: bool = True) -> dict:
     """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
-    data, teacher, evaluate = section(params, "data"), section(params, "teacher"), section(params, "evaluate")
+    teacher, evaluate = section(params, "teacher"), section(params, "evaluate")
     grid = AnchorGrid.from_params(section(params, "grid"), "params.yaml")
     model = load_teacher(Path(require(teacher, "out_dir", "teacher")) / "teacher.pt", default_device(), grid)
-    split = PreparedSplit(
-        Path(require(data, "prepared_dir", "data")) / f"{require(evaluate, 'split', 'evaluate')}.h5"
-    )
+    split = evaluation_split(params)
     detections = predict_to_kitti(
         model, split, decode_settings(teacher), require(evaluate, "teacher_predictions", "evaluate"), progress
     )
-    ground_truth = {frame_id: split.objects(i) for i, frame_id in enumerate(split.frame_ids)}
-    result = evaluate_kitti(ground_truth, detections, tuple(require(evaluate, "classes", "evaluate")))
-    write_json_atomic(require(evaluate, "teacher_metrics", "evaluate"), result)
-    tqdm.write(format_table(result))
-    return result
+    return score_and_write(params, split, detections, "teacher_metrics")
