@@ -25,8 +25,8 @@ over ranks) and the checkpoints.
 Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch), ``student.pt`` (finished model) and ``loss_log.csv``,
 one row per optimiser step (columns :func:`log_columns`: ``step``, ``epoch``, every loss term,
 ``loc_<code>`` = the regression term split by residual code before its weight (``x``, ``y``, ``z``, ``l``, ``w``,
-``h``, ``heading``; ``loc = loc_weight * sum``), the batch's positives, ``xgd_kept_<component>`` = the share of XGD candidates whose component was distilled, ``lr``,
-``seconds``); DVC plots it.
+``h``, ``heading``; ``loc = loc_weight * sum``), the batch's positives, ``xgd_kept_<component>`` = the share of
+XGD candidates whose component was distilled, ``lr``, ``seconds``); DVC plots it.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ class StepLosses:
     terms: dict[str, Tensor]
     xgd_kept: dict[str, float]
     num_positive: int
-    loc_codes: dict[str, Tensor] = field(default_factory=dict)  # LOC_CODE_COLUMNS -> detached scalars
+    loc_codes: dict[str, Tensor]  # LOC_CODE_COLUMNS -> detached scalars
 
 
 def ground_truths(
