@@ -134,6 +134,7 @@ SCHEMA: dict[str, Any] = {
             "volume_channels": int,
             "bev_channels": int,
             "norm_groups": int,
+            "box_tower_negative_slope": float,
         },
         "train": {
             "epochs": int,

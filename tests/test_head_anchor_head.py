@@ -77,6 +77,31 @@ def test_flatten_follows_the_grid_anchor_order(grid):
         assert flat.cls[0, k].tolist() == [a * c_total + j for j in range(c_total)]
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_leaky_box_tower_still_learns_where_every_relu_is_off(grid, slope):
+    """The dead-tower failure: every post-norm value of the regression tower negative (GN bias -10).
+
+    A ReLU tower passes no gradient to its conv then, so the box output is the output conv's bias forever; the
+    leaky tower passes ``slope`` of it. The classification tower stays ReLU either way.
+    """
+    torch.manual_seed(0)
+    head = AnchorHead(16, grid, num_tower_convs=1, norm_groups=8, box_tower_negative_slope=slope)
+    assert isinstance(head.cls_tower[2], torch.nn.ReLU)
+    assert isinstance(head.box_tower[2], torch.nn.LeakyReLU if slope else torch.nn.ReLU)
+    with torch.no_grad():
+        head.box_tower[1].bias.fill_(-10.0)
+    box = head(torch.randn(2, 16, grid.ny, grid.nx)).box
+    (box * torch.randn_like(box)).sum().backward()
+    grad = head.box_tower[0].weight.grad
+    assert grad is not None
+    if slope:
+        assert grad.abs().max() > 0
+        assert box.std() > 0
+    else:
+        assert torch.count_nonzero(grad) == 0
+        torch.testing.assert_close(box, head.conv_box.bias.view(1, -1, 1, 1).expand_as(box))
+
+
 def test_bad_arguments_and_inputs(grid):
     with pytest.raises(ValueError, match="divisible by norm_groups"):
         AnchorHead(16, grid, num_tower_convs=2, tower_channels=20, norm_groups=8)
@@ -84,6 +109,8 @@ def test_bad_arguments_and_inputs(grid):
         AnchorHead(16, grid, num_tower_convs=2, norm="layer")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_tower_convs"):
         AnchorHead(16, grid, num_tower_convs=-1)
+    with pytest.raises(ValueError, match=r"box_tower_negative_slope must be in \[0, 1\), got 1.0"):
+        AnchorHead(16, grid, num_tower_convs=1, norm_groups=8, box_tower_negative_slope=1.0)
     head = AnchorHead(16, grid)
     with pytest.raises(ValueError, match=r"expected BEV features of shape \(B, 16, 8, 12\)"):
         head(torch.zeros(1, 16, 8, 13))

@@ -4,6 +4,7 @@ cache validation, the CLI."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 from cache_fixtures import anchor_grid
 
 from stereodistill.cache.reader import TeacherCache
+from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
@@ -41,6 +43,7 @@ from stereodistill.student.train import (
     epoch_indices,
     load_student,
     lr_factor,
+    student_model_checkpoint,
     open_cache,
     student_losses,
     train_student,
@@ -210,6 +213,21 @@ def test_gt_only_step_trains_without_a_cache(synthetic_train_split, tmp_path):
     assert min(codes) >= 0 and terms["loc"] == pytest.approx(loc_weight * sum(codes), rel=1e-4)
     model, ckpt = load_student(path, grid=anchor_grid())
     assert isinstance(model, StereoStudent) and ckpt["settings"]["image_scale"] == 4
+
+
+def test_checkpoint_from_before_the_leaky_tower_loads_with_its_relu_tower(tmp_path):
+    """A checkpoint whose config lacks ``box_tower_negative_slope`` was trained with ReLU; it must load as such."""
+    grid = anchor_grid()
+    trained = StereoStudent(dataclasses.replace(TINY, box_tower_negative_slope=0.0), grid)
+    ckpt = student_model_checkpoint(trained, epoch=1)
+    del ckpt["config"]["box_tower_negative_slope"]
+    save_atomic(ckpt, tmp_path / "old.pt")
+    model, _ = load_student(tmp_path / "old.pt", grid=grid)
+    assert model.config.box_tower_negative_slope == 0.0
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in model.modules())
+    new = StereoStudent(TINY, grid)
+    assert sum(isinstance(m, torch.nn.LeakyReLU) for m in new.head.box_tower) == 2
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in new.head.cls_tower)
 
 
 def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):

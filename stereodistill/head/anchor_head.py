@@ -13,6 +13,12 @@ Channel ``a * K + k`` belongs to anchor ``a = c * R + r`` of the cell (see :mod:
 Towers: ``num_tower_convs = 0`` is SECOND (1x1 output convs straight on the features); ``> 0`` is LIGA-Stereo:
 separate classification and regression towers of ``num_tower_convs`` x (3x3 conv + norm + ReLU), 3x3 cls/box
 output convs, and a 1x1 direction conv on the classification tower.
+
+``box_tower_negative_slope > 0`` makes the regression tower's activations leaky. The regression loss reaches the
+tower only at positive anchors (well under 1 % of the cells), while its GroupNorm statistics come from the whole
+map. On a student trained from scratch the backbone's drift can push every pre-activation at the positives below
+zero; with a plain ReLU no gradient then reaches the tower again and the box output is the bias alone
+(docs/RESULTS.md, "the dead regression tower"). The classification tower is supervised at every cell and keeps ReLU.
 """
 
 from __future__ import annotations
@@ -37,13 +43,20 @@ class HeadOutput(NamedTuple):
 
 
 def _tower(
-    in_channels: int, channels: int, num_convs: int, norm: Literal["group", "batch"], groups: int
+    in_channels: int,
+    channels: int,
+    num_convs: int,
+    norm: Literal["group", "batch"],
+    groups: int,
+    negative_slope: float = 0.0,
 ) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(num_convs):
         layers.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False))
         layers.append(nn.GroupNorm(groups, channels) if norm == "group" else nn.BatchNorm2d(channels))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(
+            nn.LeakyReLU(negative_slope, inplace=True) if negative_slope > 0 else nn.ReLU(inplace=True)
+        )
     return nn.Sequential(*layers)
 
 
@@ -64,6 +77,7 @@ class AnchorHead(nn.Module):
         norm_groups: int = 32,
         box_weight_std: float = 0.001,
         cls_weight_std: float | None = None,
+        box_tower_negative_slope: float = 0.0,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -72,6 +86,8 @@ class AnchorHead(nn.Module):
             raise ValueError(f"num_tower_convs must be >= 0, got {num_tower_convs}")
         if norm not in ("group", "batch"):
             raise ValueError(f"norm must be 'group' or 'batch', got {norm!r}")
+        if not 0.0 <= box_tower_negative_slope < 1.0:
+            raise ValueError(f"box_tower_negative_slope must be in [0, 1), got {box_tower_negative_slope}")
         channels = in_channels if tower_channels is None else tower_channels
         if num_tower_convs and norm == "group" and channels % norm_groups:
             raise ValueError(f"tower_channels ({channels}) must be divisible by norm_groups ({norm_groups})")
@@ -79,7 +95,9 @@ class AnchorHead(nn.Module):
         self.in_channels = in_channels
         a, c = grid.anchors_per_cell, grid.num_classes
         self.cls_tower = _tower(in_channels, channels, num_tower_convs, norm, norm_groups)
-        self.box_tower = _tower(in_channels, channels, num_tower_convs, norm, norm_groups)
+        self.box_tower = _tower(
+            in_channels, channels, num_tower_convs, norm, norm_groups, box_tower_negative_slope
+        )
         head_in = channels if num_tower_convs else in_channels
         k = 3 if num_tower_convs else 1
         self.conv_cls = nn.Conv2d(head_in, a * c, k, padding=k // 2)

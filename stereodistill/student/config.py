@@ -74,6 +74,9 @@ class StudentConfig:
     volume_channels: int = 16
     bev_channels: int = 32
     norm_groups: int = 4  # GroupNorm groups everywhere (every channel count must be a multiple)
+    # Leaky slope of the head's regression tower (0 = ReLU, LIGA). Plain ReLUs there die at the positives when the
+    # student is trained from scratch (stereodistill/head/anchor_head.py).
+    box_tower_negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
         where = "student.model"
@@ -99,6 +102,8 @@ class StudentConfig:
             fail("depth_min", f"need 0 < depth_min < depth_max, got {self.depth_min}, {self.depth_max}")
         if self.num_planes < 2:
             fail("num_planes", f"need at least 2 planes, got {self.num_planes}")
+        if not 0.0 <= self.box_tower_negative_slope < 1.0:
+            fail("box_tower_negative_slope", f"must be in [0, 1), got {self.box_tower_negative_slope}")
         if self.voxel_z < 1 or self.z_pool < 1 or self.voxel_z % self.z_pool:
             fail("voxel_z", f"must be a positive multiple of z_pool ({self.z_pool}), got {self.voxel_z}")
         channels = {

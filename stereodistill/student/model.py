@@ -126,6 +126,7 @@ class StereoStudent(nn.Module):
             norm_groups=g,
             box_weight_std=0.02,
             cls_weight_std=0.1,
+            box_tower_negative_slope=config.box_tower_negative_slope,
         )
         self.register_buffer("plane_depths", config.plane_depths(), persistent=False)
 

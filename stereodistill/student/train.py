@@ -524,7 +524,10 @@ def load_student(
     stored = AnchorGrid.from_dict(ckpt["grid"])
     if grid is not None:
         grid.check_compatible(stored, what=str(path))
-    model = StereoStudent(StudentConfig.from_params(ckpt["config"]), stored)
+    config = dict(ckpt["config"])
+    # Checkpoints written before the field existed were trained with a plain-ReLU regression tower.
+    config.setdefault("box_tower_negative_slope", 0.0)
+    model = StereoStudent(StudentConfig.from_params(config), stored)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
