@@ -83,7 +83,9 @@ def test_config_round_trip_and_errors() -> None:
         StudentConfig(bev_channels=30, norm_groups=4)
     with pytest.raises(InputError, match="student.model.wings"):
         StudentConfig.from_params({"wings": 2})
-    with pytest.raises(InputError, match=r"student.model.box_tower_negative_slope: must be in \[0, 1\), got -0.1"):
+    with pytest.raises(
+        InputError, match=r"student.model.box_tower_negative_slope: must be in \[0, 1\), got -0.1"
+    ):
         StudentConfig(box_tower_negative_slope=-0.1)
 
 

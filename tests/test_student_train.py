@@ -43,9 +43,9 @@ from stereodistill.student.train import (
     epoch_indices,
     load_student,
     lr_factor,
-    student_model_checkpoint,
     open_cache,
     student_losses,
+    student_model_checkpoint,
     train_student,
 )
 
