@@ -153,6 +153,7 @@ SCHEMA: dict[str, Any] = {
             "flip_probability": float,
             "image_scale": int,
             "frame_limit": int,
+            "regression_warmup_epochs": float,
             "loss_weights": MapOf(float),
         },
         "decode": _DECODE,

@@ -44,6 +44,7 @@ from stereodistill.student.train import (
     load_student,
     lr_factor,
     open_cache,
+    regression_factor,
     student_losses,
     student_model_checkpoint,
     train_student,
@@ -107,6 +108,8 @@ def test_settings_parse_and_errors_name_the_field():
         StudentTrainSettings.from_params({"schedule": "linear"})
     with pytest.raises(InputError, match=r"student\.train\.flip_probability"):
         StudentTrainSettings.from_params({"flip_probability": 1.5})
+    with pytest.raises(InputError, match=r"student\.train\.regression_warmup_epochs"):
+        StudentTrainSettings.from_params({"regression_warmup_epochs": -1.0})
     with pytest.raises(InputError, match=r"distill\.xgd\.mode"):
         DistillSettings.from_params({"xgd": {"mode": "soft"}})
     with pytest.raises(InputError, match=r"distill\.xgd\.thresholds"):
@@ -131,6 +134,14 @@ def test_lr_schedule_warms_up_then_decays():
     c = StudentTrainSettings(epochs=3, warmup_epochs=1, schedule="cosine", min_lr_ratio=0.0)
     assert lr_factor(2, 2, c) == pytest.approx(1.0)
     assert lr_factor(4, 2, c) == pytest.approx(0.5)  # halfway through the 4 post-warm-up steps
+
+
+def test_regression_warmup_ramps_loc_and_xgd_from_zero():
+    off = StudentTrainSettings(epochs=4)
+    assert [regression_factor(step, 10, off) for step in (0, 5, 39)] == [1.0, 1.0, 1.0]
+    ramp = StudentTrainSettings(epochs=4, regression_warmup_epochs=2.5)  # 25 steps of 10 per epoch
+    factors = [regression_factor(step, 10, ramp) for step in (0, 5, 20, 24, 25, 39)]
+    assert factors == pytest.approx([0.0, 0.2, 0.8, 0.96, 1.0, 1.0])
 
 
 # ------------------------------------------------------------------------------------------ image scale
@@ -249,6 +260,33 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
     assert float(t["total"]) == pytest.approx(parts, rel=1e-5)
     t["total"].backward()
     assert model.head.conv_box.weight.grad.abs().sum() > 0
+
+    # The regression warm-up scales loc and XGD only; at 0 no gradient reaches the box output conv.
+    for scale in (0.25, 0.0):
+        model.zero_grad(set_to_none=True)
+        ramped = student_losses(
+            model,
+            TargetAssigner(grid),
+            samples,
+            settings,
+            DISTILL,
+            torch.device("cpu"),
+            cache,
+            regression_scale=scale,
+        )
+        r = ramped.terms
+        for key in ("loc", "xgd"):
+            assert float(r[key]) == pytest.approx(scale * float(t[key]), rel=1e-5)
+        for key in ("cls", "dir", "depth", "cld"):
+            assert float(r[key]) == pytest.approx(float(t[key]), rel=1e-5)
+        assert {k: float(v) for k, v in ramped.loc_codes.items()} == pytest.approx(
+            {k: float(v) for k, v in step.loc_codes.items()}, rel=1e-5
+        )
+        parts = sum(float(r[k]) for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
+        assert float(r["total"]) == pytest.approx(parts, rel=1e-5)
+        r["total"].backward()
+    assert model.head.conv_box.weight.grad.abs().sum() == 0
+    assert model.head.conv_cls.weight.grad.abs().sum() > 0
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

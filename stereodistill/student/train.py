@@ -2,10 +2,13 @@
 
 Loss per batch (METHOD.md §1.5, §2.12)::
 
-    L = cls + loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
+    L = cls + r * loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
       + depth * LIGA's two-hot depth CE (student/depth.py)
-      + distill.xgd.weight * XGD (or the whole-box baseline)      when distill.xgd.mode != off
+      + r * distill.xgd.weight * XGD (or the whole-box baseline)  when distill.xgd.mode != off
       + distill.cld.weight * CLD                                    when distill.cld.mode != off
+
+with ``r`` = :func:`regression_factor`: 1, or a linear ramp 0 -> 1 over ``student.train.regression_warmup_epochs``.
+The logged ``loc`` and ``xgd`` include ``r``; the ``loc_<code>`` columns do not.
 
 XGD candidates are the student's positive anchors; their teacher boxes come from the cache view of the scene
 the student sees (``hflip`` after a stereo flip), matched GT boxes from the assigner. CLD's teacher logits are
@@ -120,6 +123,7 @@ class StudentTrainSettings:
     flip_probability: float = 0.5
     image_scale: int = 1  # integer image downsampling (P2/P3 scaled consistently), see student/dataset.py
     frame_limit: int = 0  # > 0: train on the first that many frames only (smoke runs)
+    regression_warmup_epochs: float = 0.0  # loc and XGD weights ramp 0 -> 1 over these epochs (0: no ramp)
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"cls": 1.0, "loc": 0.5, "dir": 0.2, "depth": 1.0}
     )
@@ -138,6 +142,8 @@ class StudentTrainSettings:
             _fail(f"{w}.flip_probability", f"must lie in [0, 1], got {self.flip_probability}")
         if not isinstance(self.image_scale, int) or self.image_scale < 1:
             _fail(f"{w}.image_scale", f"must be a positive integer, got {self.image_scale!r}")
+        if not self.regression_warmup_epochs >= 0:
+            _fail(f"{w}.regression_warmup_epochs", f"must be >= 0, got {self.regression_warmup_epochs}")
         if self.warmup_epochs < 0 or not 0 < self.warmup_factor <= 1:
             _fail(f"{w}.warmup_epochs", "need warmup_epochs >= 0 and 0 < warmup_factor <= 1")
         if set(self.loss_weights) != {"cls", "loc", "dir", "depth"}:
@@ -359,10 +365,12 @@ def student_losses(
     device: torch.device,
     cache: TeacherCache | None = None,
     network: torch.nn.Module | None = None,
+    regression_scale: float = 1.0,
 ) -> StepLosses:
     """Forward one batch and compute every loss term (see the module docstring).
 
     ``network`` runs the forward pass when given (``model`` wrapped in DistributedDataParallel).
+    ``regression_scale`` (:func:`regression_factor`) multiplies the ``loc`` and ``xgd`` terms.
     """
     grid, cfg = model.grid, model.config
     inputs = batch_inputs(
@@ -385,6 +393,8 @@ def student_losses(
         dir_weight=w["dir"],
     )
     loc_codes = dict(zip(LOC_CODE_COLUMNS, terms.pop("loc_codes").unbind(), strict=True))
+    terms["loc"] = regression_scale * terms["loc"]
+    terms["total"] = terms["cls"] + terms["loc"] + terms["dir"]  # detection_losses' sum, with the scaled loc
     padded_hw = tuple(inputs.left.shape[-2:])
     depth_target = torch.stack(
         [
@@ -444,7 +454,7 @@ def student_losses(
                 beta=x.beta,
                 weight=x.weight,
             )
-        terms["xgd"] = result.loss
+        terms["xgd"] = regression_scale * result.loss
         kept = {name: float(v) for name, v in zip(result.components, result.kept_share.tolist(), strict=True)}
     if distill.cld.enabled:
         layout = CellLayout.from_grid(grid)
@@ -500,6 +510,18 @@ def lr_factor(step: int, steps_per_epoch: int, settings: StudentTrainSettings) -
     progress = (step - warmup) / max(1.0, total - warmup)
     low = settings.min_lr_ratio
     return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def regression_factor(step: int, steps_per_epoch: int, settings: StudentTrainSettings) -> float:
+    """Weight of the ``loc`` and ``xgd`` terms at optimiser step ``step`` (0-based): a linear ramp from 0 to 1
+    over ``regression_warmup_epochs``, then 1.
+
+    Box-regression gradients that reach the shared backbone before the classifier has found the objects can hold
+    a from-scratch student on the focal-loss plateau where it predicts background everywhere (docs/RESULTS.md,
+    "regression warm-up"); the ramp lets classification and depth shape the features first.
+    """
+    ramp = settings.regression_warmup_epochs * steps_per_epoch
+    return 1.0 if step >= ramp else step / ramp
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -669,7 +691,10 @@ def train_student(
         for samples in bar:
             started = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
-            step = student_losses(model, assigner, samples, settings, distill, device, cache, network)
+            scale = regression_factor(scheduler.last_epoch, steps_per_epoch, settings)
+            step = student_losses(
+                model, assigner, samples, settings, distill, device, cache, network, regression_scale=scale
+            )
             optimizer.zero_grad(set_to_none=True)
             step.terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
