@@ -389,12 +389,10 @@ def student_losses(
         targets.box_targets,
         targets.dir_targets,
         cls_weight=w["cls"],
-        loc_weight=w["loc"],
+        loc_weight=regression_scale * w["loc"],
         dir_weight=w["dir"],
     )
     loc_codes = dict(zip(LOC_CODE_COLUMNS, terms.pop("loc_codes").unbind(), strict=True))
-    terms["loc"] = regression_scale * terms["loc"]
-    terms["total"] = terms["cls"] + terms["loc"] + terms["dir"]  # detection_losses' sum, with the scaled loc
     padded_hw = tuple(inputs.left.shape[-2:])
     depth_target = torch.stack(
         [
@@ -438,7 +436,7 @@ def student_losses(
                 frame_of,
                 len(samples),
                 x.options(),
-                weight=x.weight,
+                weight=regression_scale * x.weight,
             )
         else:
             result = whole_box_loss(
@@ -452,9 +450,9 @@ def student_losses(
                 iou=x.iou,  # type: ignore[arg-type]
                 thresholds=x.thresholds,
                 beta=x.beta,
-                weight=x.weight,
+                weight=regression_scale * x.weight,
             )
-        terms["xgd"] = regression_scale * result.loss
+        terms["xgd"] = result.loss
         kept = {name: float(v) for name, v in zip(result.components, result.kept_share.tolist(), strict=True)}
     if distill.cld.enabled:
         layout = CellLayout.from_grid(grid)
@@ -518,7 +516,7 @@ def regression_factor(step: int, steps_per_epoch: int, settings: StudentTrainSet
 
     Box-regression gradients that reach the shared backbone before the classifier has found the objects can hold
     a from-scratch student on the focal-loss plateau where it predicts background everywhere (docs/RESULTS.md,
-    "regression warm-up"); the ramp lets classification and depth shape the features first.
+    "what holds the plateau"); the ramp lets classification and depth shape the features first.
     """
     ramp = settings.regression_warmup_epochs * steps_per_epoch
     return 1.0 if step >= ramp else step / ramp
