@@ -2,11 +2,10 @@
 
 Mirroring both images about their vertical axis and swapping them gives a valid rectified pair of the mirrored
 scene: the new left image (image_2) is the mirrored old right image, the new right image the mirrored old left.
-The scene mirrors as project ``y -> -y`` (rect ``x -> -x``): it is the ``hflip`` view of
-:mod:`stereodistill.geometry.views`, where the GT boxes of the flipped frame come from
-(:func:`~stereodistill.geometry.views.view_ground_truth`). The calibration is ``Calibration.flipped(W)``, for which
-a mirrored point lands in the new left image at ``u' = W - 1 - u_3`` (``u_3``: the old right image's column), on
-the same scene content.
+The scene mirrors as project ``y -> -y`` (rect ``x -> -x``): the flipped frame is the ``hflip`` view of
+:mod:`stereodistill.geometry.views`, whose :func:`~stereodistill.geometry.views.view_ground_truth` gives its GT
+boxes. The calibration is ``Calibration.flipped(W)``, for which a mirrored point lands in the new left image at
+``u' = W - 1 - u_3`` (``u_3``: the old right image's column), on the same scene content.
 
 Depth rows ``(u, v, depth)`` belong to image_2. After the flip image_2 is the mirrored old *right* image, so the
 old rows do not apply by mirroring their ``u``: each row is lifted back to its 3D point with the old ``P2``
