@@ -32,10 +32,10 @@ from stereodistill.cache.store import store_identity
 from stereodistill.cache.writer import write_cache
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.errors import InputError
+from stereodistill.geometry.views import boxes_in_view, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.params import load_params
-from stereodistill.teacher.augment import flip_y
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
 
@@ -82,7 +82,7 @@ def test_hflip_view_is_the_teacher_on_mirrored_points(setup):
     split = PreparedSplit(setup["split"])
     cache = TeacherCache(setup["params"]["cache"]["store"])
     i = 1
-    mirrored, _ = flip_y(split.read_points(i), np.zeros((0, 7), np.float32))
+    mirrored = mirror_points(split.read_points(i))
     with torch.no_grad():
         out = model.head.flatten(model([torch.from_numpy(mirrored)]))
     cached = cache.read(i, "hflip")
@@ -100,11 +100,7 @@ def test_coverage_holds_every_assigner_positive_in_both_views(setup):
         labels = split.labels(i)
         gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
         for view in ("identity", "hflip"):
-            boxes = (
-                gt.boxes
-                if view == "identity"
-                else torch.from_numpy(flip_y(np.zeros((0, 4)), gt.boxes.numpy())[1])
-            )
+            boxes = torch.from_numpy(boxes_in_view(gt.boxes.numpy(), view))
             targets = assigner.assign(boxes, gt.classes)
             positive = torch.nonzero(targets.positive).flatten()
             assert positive.numel() > 0

@@ -1,4 +1,6 @@
-"""LIGA's stereo flip: images swapped and mirrored, calibration, boxes and depth rows consistent with them."""
+"""LIGA's stereo flip: images swapped and mirrored, calibration and depth rows consistent with them.
+
+The flipped frame's boxes are the hflip view's ground truth (tests/test_views.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.student.config import StudentConfig
 from stereodistill.student.depth import depth_loss, depth_target_map
-from stereodistill.student.flip import flip_boxes, flip_stereo
+from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import StereoStudent, calibration_tensors, images_to_tensor
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -82,21 +84,14 @@ def test_flipped_depth_rows_are_the_mirrored_points_in_the_new_left_image() -> N
     assert len(flip_stereo(left, right, calib, depth=edge_rows).depth) == 0
 
 
-def test_flip_boxes_and_double_flip() -> None:
-    boxes = np.array([[10.0, 2.0, -1.0, 3.9, 1.6, 1.5, 0.5], [20.0, -4.0, -1.0, 0.8, 0.6, 1.7, -math.pi]])
-    out = flip_boxes(boxes)
-    assert np.allclose(out[:, 1], [-2.0, 4.0])
-    assert np.allclose(out[:, 6], [-0.5, -math.pi])  # pi wraps to -pi
-    assert np.allclose(out[:, [0, 2, 3, 4, 5]], boxes[:, [0, 2, 3, 4, 5]])
-
+def test_double_flip() -> None:
     calib = Calibration.from_text(CALIB_000000)
     left, right = _painted_pair(calib)
     rows = depth_rows(POINTS, calib, (HEIGHT, WIDTH))
-    once = flip_stereo(left, right, calib, boxes[:1], rows)
-    twice = flip_stereo(once.left, once.right, once.calib, once.boxes, once.depth)
+    once = flip_stereo(left, right, calib, rows)
+    twice = flip_stereo(once.left, once.right, once.calib, once.depth)
     assert np.array_equal(twice.left, left) and np.array_equal(twice.right, right)
     assert np.allclose(twice.calib.P2, calib.P2) and np.allclose(twice.calib.P3, calib.P3)
-    assert np.allclose(twice.boxes, boxes[:1])
     assert np.allclose(twice.depth, rows, atol=1e-3)
     with pytest.raises(ValueError, match="one shape"):
         flip_stereo(left, right[:-1], calib)

@@ -22,6 +22,7 @@ from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
+from stereodistill.geometry.views import mirror_boxes
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
 from stereodistill.head.decode import DecodeSettings
@@ -34,7 +35,6 @@ from stereodistill.student.dataset import (
     scale_calibration,
     scale_depth_rows,
 )
-from stereodistill.student.flip import flip_boxes
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
 from stereodistill.student.train import (
@@ -189,7 +189,7 @@ def test_flip_reads_the_hflip_view_of_the_same_frame(teacher_cache_setup):
         assert f.view == "hflip" and f.teacher.view == "hflip" and f.teacher.frame_id == split.frame_ids[i]
         assert p.view == "identity" and p.teacher.view == "identity"
         torch.testing.assert_close(f.teacher.cls_logits, cache.read(i, "hflip").cls_logits)
-        np.testing.assert_allclose(f.boxes, flip_boxes(split.labels(i).boxes), equal_nan=True)
+        np.testing.assert_allclose(f.boxes, mirror_boxes(split.labels(i).boxes), equal_nan=True)
         left, right = split.read_stereo_pair(i)
         np.testing.assert_array_equal(f.left, right[:, ::-1])
         np.testing.assert_array_equal(f.right, left[:, ::-1])

@@ -14,9 +14,10 @@ from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.geometry.boxes import points_in_boxes
+from stereodistill.geometry.views import mirror_boxes, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
-from stereodistill.teacher.augment import flip_y, rotate_z, scale
+from stereodistill.teacher.augment import rotate_z, scale
 from stereodistill.teacher.conv_algorithm import conv_algorithm_for, use_device_conv_algorithm
 from stereodistill.teacher.dataset import AugmentSettings
 from stereodistill.teacher.model import SecondTeacher, TeacherConfig, bev_stride
@@ -144,7 +145,7 @@ def test_voxelizer_means_points_and_drops_outside():
 def test_augmentations_by_hand():
     points = np.array([[10.0, 2.0, -1.0, 0.5]], dtype=np.float32)
     boxes = np.array([[10.0, 2.0, -1.0, 4.0, 2.0, 1.5, 0.3]], dtype=np.float32)
-    p, b = flip_y(points, boxes)
+    p, b = mirror_points(points), mirror_boxes(boxes)
     np.testing.assert_allclose(p[0], [10, -2, -1, 0.5])
     np.testing.assert_allclose(b[0], [10, -2, -1, 4, 2, 1.5, -0.3], rtol=1e-6)
     p, b = rotate_z(points, boxes, math.pi / 2)
@@ -169,7 +170,8 @@ def test_augmentations_keep_points_in_their_boxes():
             )
         )
     points = np.concatenate([np.concatenate(pts), np.zeros((400, 1))], axis=1)
-    for p, b in (flip_y(points, boxes), rotate_z(points, boxes, 0.7), scale(points, boxes, 0.95)):
+    mirrored = (mirror_points(points), mirror_boxes(boxes))
+    for p, b in (mirrored, rotate_z(points, boxes, 0.7), scale(points, boxes, 0.95)):
         inside = points_in_boxes(p[:, :3], b)
         assert inside[0, :200].all() and inside[1, 200:].all() and not inside[0, 200:].any()
 

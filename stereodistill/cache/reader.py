@@ -20,6 +20,7 @@ from torch import Tensor
 from stereodistill.cache.quantize import dequantise_logits
 from stereodistill.cache.schema import LOGIT_FILL, SCHEMA_VERSION
 from stereodistill.errors import InputError
+from stereodistill.geometry.views import IDENTITY
 from stereodistill.head.anchors import AnchorGrid
 
 
@@ -181,7 +182,7 @@ class TeacherCache:
             raise InputError(f"frame index {frame} is out of range (0..{len(self.frame_ids) - 1})", self.path)
         return int(frame)
 
-    def read(self, frame: int | str, view: str = "identity") -> CachedFrame:
+    def read(self, frame: int | str, view: str = IDENTITY) -> CachedFrame:
         """The cached teacher answer for ``frame`` (index or id) seen through ``view``."""
         self._group()
         i = self.frame_index(frame)

@@ -27,11 +27,9 @@ from typing import Any
 import numpy as np
 
 from stereodistill.errors import InputError
+from stereodistill.geometry.views import HFLIP, IDENTITY, KNOWN_VIEWS
 
 SCHEMA_VERSION = 1
-IDENTITY = "identity"
-HFLIP = "hflip"
-KNOWN_VIEWS = (IDENTITY, HFLIP)
 
 # Bits of covered_kind.
 KIND_IOU = 1  # nearest-axis BEV IoU with a GT box of the anchor's class >= iou_floor

@@ -31,11 +31,10 @@ from stereodistill.cache.reader import CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.data.visualise import draw_bev
 from stereodistill.errors import InputError
+from stereodistill.geometry.views import IDENTITY, view_ground_truth
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings, Detections, decode_frame
-from stereodistill.teacher.augment import flip_y
 
-HFLIP = "hflip"
 # Not a KITTI class: draw_bev draws boxes of unknown types in white.
 TEACHER_TYPE = "teacher"
 # Drawing defaults: SECOND's decoding, but only boxes scoring >= 0.3 (0.1 clutters an untrained teacher's picture).
@@ -139,18 +138,15 @@ def frame_ground_truth(split: PreparedSplit, frame_id: str, view: str) -> tuple[
             f"{split.frame_ids[0] if len(split) else '-'}..{split.frame_ids[-1] if len(split) else '-'})",
             split.path,
         ) from None
-    labels = split.labels(index)
-    real = np.isfinite(labels.boxes).all(axis=1)
-    boxes = labels.boxes[real].astype(np.float32)
-    if view == HFLIP:
-        boxes = flip_y(np.zeros((0, 3), np.float32), boxes)[1]
-    return boxes, [str(t) for t in labels.types[real]]
+    boxes, types = view_ground_truth(split.labels(index), view)
+    real = np.isfinite(boxes).all(axis=1)
+    return boxes[real], [t for t, keep in zip(types, real, strict=True) if keep]
 
 
 def show_frame(
     store: str | Path,
     frame_id: str,
-    view: str = "identity",
+    view: str = IDENTITY,
     prepared: str | Path | None = None,
     settings: DecodeSettings = SHOW_SETTINGS,
     pixels_per_cell: int = 4,

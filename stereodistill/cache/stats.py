@@ -35,11 +35,10 @@ from stereodistill.data.prepared import PreparedSplit
 from stereodistill.distill.pilots import IOU_KINDS, SPLITS, IouKind, Split, components
 from stereodistill.distill.xgd import XgdOptions, whole_box_keep_mask, xgd_keep_mask
 from stereodistill.errors import InputError
+from stereodistill.geometry.views import IDENTITY, view_ground_truth
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
-from stereodistill.teacher.augment import flip_y
 
-HFLIP = "hflip"
 SCORE_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
 HISTOGRAM_EDGES: tuple[float, ...] = (
     0.0,
@@ -66,7 +65,7 @@ class StatsOptions:
     """What ``cache stats`` measures. ``iou_thresholds``: class name -> IoU threshold (every grid class needed);
     ``max_frames``: only the first frames of the store (``None``: all)."""
 
-    view: str = "identity"
+    view: str = IDENTITY
     score_thresholds: tuple[float, ...] = SCORE_THRESHOLDS
     histogram_edges: tuple[float, ...] = HISTOGRAM_EDGES
     iou_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(KITTI_IOU_THRESHOLDS))
@@ -181,15 +180,6 @@ def frame_stats(
     )
 
 
-def view_ground_truth(split: PreparedSplit, index: int, view: str, grid: AnchorGrid) -> tuple[Tensor, Tensor]:
-    """GT boxes ``(G, 7)`` and class ids ``(G,)`` of split frame ``index`` in ``view`` (``hflip``: ``y -> -y``)."""
-    labels = split.labels(index)
-    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
-    if view != HFLIP:
-        return gt.boxes, gt.classes
-    return torch.from_numpy(flip_y(np.zeros((0, 3), np.float32), gt.boxes.numpy())[1]), gt.classes
-
-
 def _share(count: int, total: int) -> float | None:
     return None if total == 0 else count / total
 
@@ -227,8 +217,9 @@ def cache_stats(
     )
     for frame_id in bar:
         cached = cache.read(frame_id, options.view)
-        gt_boxes, gt_classes = view_ground_truth(split, split_index[frame_id], options.view, grid)
-        per_frame.append(frame_stats(cache, cached, gt_boxes, gt_classes, assigner, options))
+        boxes, names = view_ground_truth(split.labels(split_index[frame_id]), options.view)
+        gt = ground_truth_from_labels(names, boxes, grid.class_names)
+        per_frame.append(frame_stats(cache, cached, gt.boxes, gt.classes, assigner, options))
     return _summarise(per_frame, frame_ids, grid, iou_thresholds, options, cache, split)
 
 

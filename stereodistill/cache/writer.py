@@ -31,7 +31,6 @@ from stereodistill.cache.quantize import quantise_logits
 from stereodistill.cache.ranks import Ranks
 from stereodistill.cache.reader import CachedFrame
 from stereodistill.cache.schema import (
-    HFLIP,
     PER_FRAME_ARRAYS,
     PER_SHARD_ARRAYS,
     CacheSettings,
@@ -43,10 +42,10 @@ from stereodistill.cache.schema import (
 from stereodistill.cache.store import StoreMismatch, bytes_on_disk, create_store, open_existing
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError, OutputError
+from stereodistill.geometry.views import points_in_view, view_ground_truth
 from stereodistill.head.anchor_head import HeadOutput
 from stereodistill.head.assigner import ground_truth_from_labels
 from stereodistill.head.box_coder import apply_direction, decode_boxes
-from stereodistill.teacher.augment import flip_y
 from stereodistill.teacher.model import SecondTeacher
 
 
@@ -103,17 +102,15 @@ class _ShardWriter(threading.Thread):
 def frame_inputs(
     split: PreparedSplit, i: int, views: Sequence[str], features: int, class_names: Sequence[str]
 ) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Per view: points ``(P, F)`` and the GT boxes ``(G, 7)`` / class ids ``(G,)`` coverage is measured against."""
+    """Per view: points ``(P, F)`` and the GT boxes ``(G, 7)`` / class ids ``(G,)`` coverage is measured against,
+    all in the project frame of the view."""
     points = split.read_points(i)[:, :features]
     labels = split.labels(i)
-    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, class_names)
     out = []
     for view in views:
-        if view == HFLIP:
-            flipped_points, flipped_boxes = flip_y(points, gt.boxes.numpy())
-            out.append((flipped_points, torch.from_numpy(flipped_boxes), gt.classes))
-        else:
-            out.append((points, gt.boxes, gt.classes))
+        boxes, names = view_ground_truth(labels, view)
+        gt = ground_truth_from_labels(names, boxes, class_names)
+        out.append((points_in_view(points, view), gt.boxes, gt.classes))
     return out
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 
 from stereodistill.cli.options import params_option, progress_option
+from stereodistill.geometry.views import IDENTITY, KNOWN_VIEWS
+
+VIEW_HELP = f"The cached view: {' or '.join(KNOWN_VIEWS)}."
 
 
 @click.command("cache-teacher")
@@ -85,7 +88,7 @@ def verify(store: Path) -> None:
 @cache.command("show")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--frame", "frame_id", required=True, help="The frame's id (e.g. 000123), not its index.")
-@click.option("--view", default="identity", show_default=True, help="The cached view: identity or hflip.")
+@click.option("--view", default=IDENTITY, show_default=True, help=VIEW_HELP)
 @click.option(
     "--prepared",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -157,7 +160,7 @@ def _parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The prepared split the cache was written for (its labels give the positives).",
 )
-@click.option("--view", default="identity", show_default=True, help="The cached view: identity or hflip.")
+@click.option("--view", default=IDENTITY, show_default=True, help=VIEW_HELP)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here.")
 @click.option(
     "--threshold",

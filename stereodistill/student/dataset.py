@@ -2,9 +2,10 @@
 
 One sample = the frame's left/right uint8 images, its calibration, project GT boxes with their KITTI names and
 image_2 depth rows, all optionally (probability ``flip_probability``) put through LIGA's stereo flip
-(:func:`stereodistill.student.flip.flip_stereo`). The teacher's answer is read from the cache view that shows
-the scene the student sees: ``hflip`` for a flipped sample, ``identity`` otherwise. The coin of sample ``i`` in
-epoch ``e`` depends only on ``(seed, e, i)``.
+(:func:`stereodistill.student.flip.flip_stereo`). A sample is one view of its frame (``hflip`` when flipped,
+``identity`` otherwise, see :mod:`stereodistill.geometry.views`): its GT is that view's ground truth and the
+teacher's answer is read from that view of the cache, so both describe the scene the student sees. The coin of
+sample ``i`` in epoch ``e`` depends only on ``(seed, e, i)``.
 
 ``image_scale = s`` (an integer) downsamples the images by averaging ``s x s`` blocks (the bottom/right
 remainder of a size not divisible by ``s`` is cropped). Output pixel ``(i, j)`` covers input pixels
@@ -31,11 +32,9 @@ from torch.utils.data import Dataset
 from stereodistill.cache.reader import CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.geometry.calibration import Calibration
+from stereodistill.geometry.views import HFLIP, IDENTITY, view_ground_truth
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import calibration_tensors, images_to_tensor
-
-IDENTITY_VIEW = "identity"
-FLIP_VIEW = "hflip"
 
 
 @dataclass(frozen=True)
@@ -132,15 +131,14 @@ class StudentFrames(Dataset):
         split = self.split
         left, right = split.read_stereo_pair(index)
         calib = split.calibration(index)
-        labels = split.labels(index)
-        boxes = np.asarray(labels.boxes, dtype=np.float32)
         depth = split.read_depth(index)
         flipped = flip_decision(self.seed, self.epoch, index, self.flip_probability)
         if flipped:
-            f = flip_stereo(left, right, calib, boxes, depth)
-            left, right, calib, boxes, depth = f.left, f.right, f.calib, f.boxes, f.depth
+            f = flip_stereo(left, right, calib, depth)
+            left, right, calib, depth = f.left, f.right, f.calib, f.depth
+        view = HFLIP if flipped else IDENTITY
+        boxes, names = view_ground_truth(split.labels(index), view)
         s = self.image_scale
-        view = FLIP_VIEW if flipped else IDENTITY_VIEW
         frame_id = split.frame_ids[index]
         return StudentSample(
             index=index,
@@ -150,7 +148,7 @@ class StudentFrames(Dataset):
             right=downscale_image(np.ascontiguousarray(right), s),
             calib=scale_calibration(calib, s),
             boxes=boxes.astype(np.float32),
-            names=[str(t) for t in labels.types],
+            names=names,
             depth=scale_depth_rows(np.asarray(depth, dtype=np.float32), s),
             teacher=None if self.cache is None else self.cache.read(frame_id, view),
         )

@@ -67,14 +67,13 @@ from stereodistill.distill.pilots import SPLITS, components
 from stereodistill.distill.xgd import DEFAULT_THRESHOLDS, XgdOptions, whole_box_loss, xgd_loss
 from stereodistill.errors import InputError
 from stereodistill.fingerprint import source_fingerprint
+from stereodistill.geometry.views import HFLIP, IDENTITY
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
 from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.losses import detection_losses
 from stereodistill.student.config import StudentConfig
 from stereodistill.student.dataset import (
-    FLIP_VIEW,
-    IDENTITY_VIEW,
     StudentFrames,
     StudentSample,
     batch_inputs,
@@ -278,7 +277,7 @@ class DistillSettings:
 
 # ---------------------------------------------------------------------------------------- the cache
 def views_needed(settings: StudentTrainSettings) -> list[str]:
-    return [IDENTITY_VIEW] + ([FLIP_VIEW] if settings.flip_probability > 0 else [])
+    return [IDENTITY] + ([HFLIP] if settings.flip_probability > 0 else [])
 
 
 def open_cache(

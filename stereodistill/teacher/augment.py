@@ -1,8 +1,9 @@
-"""LiDAR training augmentations in the project frame (SECOND's): flip, global rotation and scaling,
-and ground-truth sampling. Each takes and returns ``points (N, F)`` and ``boxes (G, 7)`` numpy arrays.
+"""LiDAR training augmentations in the project frame (SECOND's): global rotation and scaling, and ground-truth
+sampling. Each takes and returns ``points (N, F)`` and ``boxes (G, 7)`` numpy arrays. The flip is the ``hflip``
+view's mirroring (:mod:`stereodistill.geometry.views`).
 
-All rotations and flips are about the frame's origin (rectified camera 0) and its vertical axis, so the
-ground plane stays where it is.
+Rotations are about the frame's origin (rectified camera 0) and its vertical axis, so the ground plane stays
+where it is.
 """
 
 from __future__ import annotations
@@ -13,15 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from stereodistill.geometry.boxes import points_in_boxes, wrap_angle
-
-
-def flip_y(points: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror about the x-z plane (y -> -y, heading -> -heading)."""
-    points, boxes = points.copy(), boxes.copy()
-    points[:, 1] *= -1
-    boxes[:, 1] *= -1
-    boxes[:, 6] = wrap_angle(-boxes[:, 6])
-    return points, boxes
 
 
 def rotate_z(points: np.ndarray, boxes: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.geometry.boxes import points_in_boxes
-from stereodistill.teacher.augment import GroundTruthSampler, ObjectSample, flip_y, rotate_z, scale
+from stereodistill.geometry.views import mirror_boxes, mirror_points
+from stereodistill.teacher.augment import GroundTruthSampler, ObjectSample, rotate_z, scale
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class TeacherFrames(Dataset):
             if self.sampler is not None:
                 points, boxes, names = self.sampler(points, boxes, names, rng)
             if rng.random() < self.augment.flip_probability:
-                points, boxes = flip_y(points, boxes)
+                points, boxes = mirror_points(points), mirror_boxes(boxes)
             points, boxes = rotate_z(points, boxes, float(rng.uniform(*self.augment.rotation)))
             points, boxes = scale(points, boxes, float(rng.uniform(*self.augment.scale)))
             points = points[rng.permutation(len(points))]
