@@ -32,7 +32,8 @@ from stereodistill.data.prepared import PreparedSplit
 from stereodistill.data.visualise import draw_bev
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.decode import DecodeSettings, Detections, decode_frame
+from stereodistill.head.decode import Detections, decode_frame
+from stereodistill.head.settings import DecodeSettings
 from stereodistill.teacher.augment import flip_y
 
 HFLIP = "hflip"
