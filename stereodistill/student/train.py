@@ -280,14 +280,8 @@ def student_losses(
             region |= cells_in_boxes(grid, [g.boxes for g in gts]).to(device)
         if "confident" in c.region:
             region |= confident_cells(teacher_logits, layout, c.confident_threshold)
-        terms["cld"] = cld_loss(
-            head.cls,
-            teacher_logits,
-            layout,
-            region,
-            CldOptions(mode=c.mode, temperature=c.temperature),
-            weight=c.weight,
-        )  # type: ignore[arg-type].loss
+        options = CldOptions(mode=c.mode, temperature=c.temperature)  # type: ignore[arg-type]
+        terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, options, weight=c.weight).loss
     terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
     return StepLosses(terms, kept, int(positive.sum()), loc_codes)
 
