@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -78,6 +79,7 @@ def execute(run: Run) -> tuple[str, int, float]:
     """Train and evaluate one run in this (fresh) process; skip it when its metrics match its params."""
     import torch
 
+    from stereodistill.params import parse_params
     from stereodistill.student.run import evaluate_student_from_params, train_student_from_params
 
     torch.set_num_threads(run.threads)
@@ -88,8 +90,9 @@ def execute(run: Run) -> tuple[str, int, float]:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "metrics.json").unlink(missing_ok=True)
     start = time.perf_counter()
-    train_student_from_params(run.params, resume=True, restart_on_mismatch=True, progress=False)
-    evaluate_student_from_params(run.params, progress=False)
+    params = parse_params(run.params)
+    train_student_from_params(params, resume=True, restart_on_mismatch=True, progress=False)
+    evaluate_student_from_params(params, progress=False)
     seconds = time.perf_counter() - start
     record.write_text(json.dumps({"params": run.params, "seconds": seconds}, indent=1))
     return run.variant, run.seed, seconds
@@ -229,7 +232,8 @@ def main() -> int:
 
     from stereodistill.params import load_params
 
-    base = load_params(args.params)
+    load_params(args.params)  # a bad params file fails here, before any run
+    base = yaml.safe_load(Path(args.params).read_text())
     if not args.no_repro:
         subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)
     # Seed-major order: after the first five runs every variant has a result.

@@ -27,7 +27,6 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from stereodistill.cache.ranks import Ranks
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.run import teacher_identity
-from stereodistill.cache.schema import CacheSettings
 from stereodistill.cache.store import bytes_on_disk, store_identity
 from stereodistill.cache.writer import write_cache
 from stereodistill.data.prepared import PreparedSplit
@@ -132,8 +131,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    grid = AnchorGrid.from_params(params["grid"])
-    settings = CacheSettings.from_params(params.get("cache") or {})
+    grid = AnchorGrid.from_params(params.grid, params.source)
+    settings = params.cache
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_teacher(args.teacher, device, grid)
     split = PreparedSplit(args.split)

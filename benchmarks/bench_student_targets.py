@@ -34,19 +34,15 @@ from torch.utils.data import DataLoader, Subset
 
 from stereodistill.cache.coverage import CoverageRule
 from stereodistill.cache.reader import CachedFrame, TeacherCache
-from stereodistill.cache.run import cache_settings
 from stereodistill.cache.writer import frame_inputs, teacher_answer
 from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
-from stereodistill.params import load_params
-from stereodistill.student.config import StudentConfig
+from stereodistill.params import Params, load_params
 from stereodistill.student.dataset import StudentFrames, StudentSample, collate_samples
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.train import (
-    DistillSettings,
-    StudentTrainSettings,
     epoch_indices,
     open_cache,
     student_losses,
@@ -105,18 +101,18 @@ def _sync(device: torch.device) -> None:
 class Setup:
     """Everything the modes share, from params.yaml."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: Params) -> None:
         self.device = default_device()
-        self.grid = AnchorGrid.from_params(params["grid"])
-        self.config = StudentConfig.from_params(params["student"]["model"])
-        self.settings = StudentTrainSettings.from_params(params["student"]["train"])
-        self.distill = DistillSettings.from_params(params["distill"])
+        self.grid = AnchorGrid.from_params(params.grid, params.source)
+        self.config = params.student.model
+        self.settings = params.student.train
+        self.distill = params.distill
         if not self.distill.enabled:
             raise SystemExit("distill turns XGD and CLD off: there are no teacher targets to measure")
-        self.split = PreparedSplit(Path(params["data"]["prepared_dir"]) / "train.h5")
-        self.cache = open_cache(params["cache"]["store"], self.grid, self.settings, self.distill, self.split)
-        self.teacher_path = Path(params["teacher"]["out_dir"]) / "teacher.pt"
-        self.cache_settings = cache_settings(params)
+        self.split = PreparedSplit(Path(params.data.prepared_dir) / "train.h5")
+        self.cache = open_cache(params.cache.store, self.grid, self.settings, self.distill, self.split)
+        self.teacher_path = Path(params.teacher.out_dir) / "teacher.pt"
+        self.coverage = params.cache.coverage
 
     def frames(self, mode: str) -> tuple[StudentFrames, OnlineTeacher | None]:
         s = self.settings
@@ -131,7 +127,7 @@ class Setup:
         online = None
         if mode == "online":
             teacher = load_teacher(self.teacher_path, self.device, self.grid)
-            c = self.cache_settings
+            c = self.coverage
             online = OnlineTeacher(
                 teacher, self.split, CoverageRule(self.grid, c.iou_floor, c.score_floor, c.capacity)
             )

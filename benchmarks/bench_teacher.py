@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from stereodistill.data.synth import generate_frame, preset_by_name
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.params import load_params
+from stereodistill.teacher.model import SecondTeacher
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -81,9 +81,9 @@ def main() -> None:
     print("| grid | device | BEV cells | points / frame | voxels / frame | forward ms / frame (median) |")
     print("|---|---|---|---|---|---|")
     for name, (params_path, preset) in SETUPS.items():
-        params = yaml.safe_load(params_path.read_text())
-        grid = AnchorGrid.from_params(params["grid"])
-        config = TeacherConfig.from_params(params["teacher"]["model"])
+        params = load_params(params_path)
+        grid = AnchorGrid.from_params(params.grid, params.source)
+        config = params.teacher.model
         frames = frames_for(preset, args.frames)
         for device in devices:
             ms, voxels = time_forward(SecondTeacher(config, grid), frames, device, args.repeats)

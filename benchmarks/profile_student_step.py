@@ -31,7 +31,6 @@ from torch.profiler import ProfilerActivity, profile
 from stereodistill.data.synth.presets import DEFAULT
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import load_params
-from stereodistill.student.config import StudentConfig
 from stereodistill.student.model import StereoStudent
 
 MODULES = ("features", "aggregation", "depth_head", "lifter", "volume_conv", "bev", "head")
@@ -170,10 +169,10 @@ def main() -> int:
     torch.manual_seed(0)
 
     params = load_params(args.params)
-    grid = AnchorGrid.from_params(params["grid"], args.params)
-    model = StereoStudent(StudentConfig.from_params(params["student"]["model"]), grid)
-    batch = int(params["student"]["train"]["batch_size"])
-    inputs = _inputs(batch, int(params["student"]["train"]["image_scale"]))
+    grid = AnchorGrid.from_params(params.grid, params.source)
+    model = StereoStudent(params.student.model, grid)
+    batch = params.student.train.batch_size
+    inputs = _inputs(batch, params.student.train.image_scale)
 
     step = time_modules(model, inputs, args.steps)
     operators = top_operators(model, inputs)

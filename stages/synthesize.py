@@ -1,19 +1,18 @@
 """DVC stage `synthesize`: write the synthetic KITTI-layout benchmark (params: data.synth)."""
 
 from stereodistill.data.synth import generate_dataset
-from stereodistill.params import load_params, require, section
+from stereodistill.params import load_params
 from stereodistill.stage_runner import run_stage
 
 
 def main() -> None:
-    data = section(load_params(), "data")
-    synth = require(data, "synth", "data")
+    synth = load_params().data.synth
     generate_dataset(
-        out_dir=require(synth, "out", "data.synth"),
-        frames=int(require(synth, "frames", "data.synth")),
-        seed=int(require(synth, "seed", "data.synth")),
-        preset=str(require(synth, "preset", "data.synth")),
-        val_fraction=float(require(synth, "val_fraction", "data.synth")),
+        out_dir=synth.out,
+        frames=synth.frames,
+        seed=synth.seed,
+        preset=synth.preset,
+        val_fraction=float(synth.val_fraction),
         overwrite=True,
     )
 

@@ -15,12 +15,13 @@ import yaml
 import zarr
 
 from stereodistill.cache.run import cache_teacher_from_params
-from stereodistill.cache.schema import CacheSettings
+from stereodistill.cache.schema import CacheSettings, CoverageSettings
 from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.params import load_params
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.params import parse_params
+from stereodistill.teacher.model import SecondTeacher
+from stereodistill.teacher.settings import TeacherConfig
 from stereodistill.teacher.train import teacher_model_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ SMALL = TeacherConfig(
 )
 ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
 ARRAYS += ("score_floor_reached", "shard_complete")
-SETTINGS = CacheSettings(frames_per_shard=2, batch_size=2, capacity=4096)
+SETTINGS = CacheSettings(frames_per_shard=2, batch_size=2, coverage=CoverageSettings(capacity=4096))
 
 # Points of the split's frames, for the teacher's batch-norm statistics; filled by build_teacher_cache.
 _CALIBRATION: list[torch.Tensor] = []
@@ -41,7 +42,7 @@ _CALIBRATION: list[torch.Tensor] = []
 
 def anchor_grid(**class_overrides) -> AnchorGrid:
     """The params.yaml grid, with keys of its first class (Car) overridden."""
-    section = load_params(REPO / "params.yaml")["grid"]
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["grid"]
     for key, value in class_overrides.items():
         section["classes"][0][key] = value
     return AnchorGrid.from_params(section)
@@ -81,7 +82,7 @@ def build_teacher_cache(split_path: Path, work: Path) -> dict:
     grid = anchor_grid()
     model = calibrated_teacher(grid)
     save_atomic(teacher_model_checkpoint(model, 0), work / "teacher" / "teacher.pt")
-    params = load_params(REPO / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["prepared_dir"] = str(split_path.parent)
     params["teacher"]["out_dir"] = str(work / "teacher")
     params["cache"] = {
@@ -90,11 +91,11 @@ def build_teacher_cache(split_path: Path, work: Path) -> dict:
         "views": ["identity", "hflip"],
         "batch_size": SETTINGS.batch_size,
         "frames_per_shard": SETTINGS.frames_per_shard,
-        "coverage": {"iou_floor": 0.3, "score_floor": 0.1, "capacity": SETTINGS.capacity},
+        "coverage": {"iou_floor": 0.3, "score_floor": 0.1, "capacity": SETTINGS.coverage.capacity},
     }
     params_path = work / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
-    cache_teacher_from_params(params, progress=False)
+    cache_teacher_from_params(parse_params(params, params_path), progress=False)
     return {"work": work, "grid": grid, "split": split_path, "params": params, "params_path": params_path}
 
 

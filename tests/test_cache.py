@@ -3,6 +3,7 @@ the writer lock, identity mismatches, the reader, the CLI and the documented pla
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
@@ -27,7 +28,7 @@ from stereodistill.cache.lock import StoreLock, lock_path
 from stereodistill.cache.ranks import Ranks
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.run import cache_teacher_from_params
-from stereodistill.cache.schema import KIND_BEST, CacheSettings
+from stereodistill.cache.schema import KIND_BEST
 from stereodistill.cache.store import store_identity
 from stereodistill.cache.writer import write_cache
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
@@ -35,7 +36,8 @@ from stereodistill.errors import InputError
 from stereodistill.geometry.views import boxes_in_view, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
-from stereodistill.params import load_params
+from stereodistill.params import parse_params
+from stereodistill.settings import to_dict
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
 
@@ -49,7 +51,7 @@ def setup(teacher_cache_setup: dict) -> dict:
 
 
 def _identity(grid, settings, split, sha="t" * 64):
-    teacher = {"sha256": sha, "config": SMALL.to_dict(), "settings": None}
+    teacher = {"sha256": sha, "config": to_dict(SMALL), "settings": None}
     return store_identity(grid, settings, split.frame_ids, split_fingerprint(split), teacher)
 
 
@@ -184,13 +186,13 @@ def test_dvc_stage_recomputes_bitwise_identically_and_leaves_a_complete_store_al
     zarr.open_group(store, mode="r+", use_consolidated=False).attrs["identity"] = {"schema_version": 0}
     params = {**setup["params"], "cache": {**setup["params"]["cache"], "store": str(store)}}
     with pytest.raises(InputError, match="--force"):
-        cache_teacher_from_params(params, progress=False)
+        cache_teacher_from_params(parse_params(params), progress=False)
     # The stage script recomputes (as --force does) when the identity differs.
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(REPO / "stages" / "cache_teacher.py"), run_name="__main__")
     assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)  # deterministic
-    stats = cache_teacher_from_params(params, progress=False)
+    stats = cache_teacher_from_params(parse_params(params), progress=False)
     assert stats.frames_written == 0 and stats.shards_skipped == 2
     names = sorted(p.name for p in (store / "cls_logits").iterdir())
     assert names == ["c.0.0.0.0", "c.1.0.0.0", "zarr.json"]  # one file per shard, '.' separator
@@ -206,7 +208,7 @@ def test_resume_finishes_an_incomplete_store_identically(setup, tmp_path):
     root.attrs["complete"] = False
     (store / "boxes" / "c.1.0.0.0.deadbeef.partial").write_bytes(b"junk")
     params = {**setup["params"], "cache": {**setup["params"]["cache"], "store": str(store)}}
-    stats = cache_teacher_from_params(params, progress=False)
+    stats = cache_teacher_from_params(parse_params(params), progress=False)
     assert stats.shards_written == 1 and stats.shards_skipped == 1
     assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)
     assert not list(store.rglob("*.partial"))
@@ -234,7 +236,7 @@ def test_existing_store_with_another_identity_is_refused_and_force_recomputes(se
     identity["split_fingerprint"] = wanted["split_fingerprint"]
     stored.attrs["identity"] = identity
     if change == "views":
-        settings = CacheSettings(**{**settings.__dict__, "views": ("identity",)})
+        settings = dataclasses.replace(settings, views=("identity",))
     elif change == "teacher":
         wanted = _identity(grid, settings, split, sha="u" * 64)
     elif change == "split":
@@ -242,7 +244,9 @@ def test_existing_store_with_another_identity_is_refused_and_force_recomputes(se
     elif change == "grid":
         grid = _grid(matched_iou=0.65)
     elif change == "coverage":
-        settings = CacheSettings(**{**settings.__dict__, "iou_floor": 0.25})
+        settings = dataclasses.replace(
+            settings, coverage=dataclasses.replace(settings.coverage, iou_floor=0.25)
+        )
     if change in ("views", "grid", "coverage"):
         wanted = {**_identity(grid, settings, split), "split_fingerprint": wanted["split_fingerprint"]}
     model = _teacher(setup["grid"])  # the identity check comes before any forward
@@ -253,7 +257,7 @@ def test_existing_store_with_another_identity_is_refused_and_force_recomputes(se
 
 
 def test_hflip_needs_a_grid_symmetric_in_y(setup, tmp_path):
-    section = load_params(REPO / "params.yaml")["grid"]
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["grid"]
     section["point_cloud_range"] = [2.0, -19.2, -3.0, 40.4, 19.2, 1.0]
     section["point_cloud_range"][1], section["point_cloud_range"][4] = -22.4, 16.0
     grid = AnchorGrid.from_params(section)
@@ -269,7 +273,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(setup, tmp_pa
             StoreLock(store).acquire()
         params = {**setup["params"], "cache": {**setup["params"]["cache"], "store": str(store)}}
         with pytest.raises(InputError, match="another writer"):
-            cache_teacher_from_params(params, progress=False)
+            cache_teacher_from_params(parse_params(params), progress=False)
     assert not lock_path(store).exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -314,11 +318,11 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_store(setup, tmp_pat
     done = zarr.open_group(store, mode="r", use_consolidated=False)["shard_complete"][:]
     assert done.tolist() == [1, 0], done  # killed part-way
     assert lock_path(store).exists()  # left behind by the dead writer, taken over below
-    stats = cache_teacher_from_params(params, progress=False)
+    stats = cache_teacher_from_params(parse_params(params), progress=False)
     assert stats.shards_skipped == int(done.sum())
     reference = tmp_path / "reference.zarr"
     cache_teacher_from_params(
-        {**params, "cache": {**params["cache"], "store": str(reference)}}, progress=False
+        parse_params({**params, "cache": {**params["cache"], "store": str(reference)}}), progress=False
     )
     assert_stores_equal(reference, store)
 
@@ -360,7 +364,7 @@ def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
     torch.set_num_threads(1)
     try:
         cache_teacher_from_params(
-            {**params, "cache": {**params["cache"], "store": str(reference)}}, progress=False
+            parse_params({**params, "cache": {**params["cache"], "store": str(reference)}}), progress=False
         )
     finally:
         torch.set_num_threads(threads)

@@ -29,7 +29,7 @@ from stereodistill.errors import InputError
 from stereodistill.geometry.iou import iou_3d, iou_bev
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
-from stereodistill.head.decode import DecodeSettings
+from stereodistill.head.settings import DecodeSettings
 
 GREEN = CLASS_COLOURS["Car"]
 WHITE = (255, 255, 255)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from grids import small_grid
 
-from stereodistill.distill import (
+from stereodistill.distill.cld import (
     CellLayout,
     CldOptions,
     all_cells,

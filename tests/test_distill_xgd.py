@@ -7,16 +7,8 @@ import math
 import pytest
 import torch
 
-from stereodistill.distill import (
-    XgdOptions,
-    heading_nearest_mod_pi,
-    pilot_boxes,
-    pilot_ious,
-    threshold_table,
-    whole_box_loss,
-    xgd_keep_mask,
-    xgd_loss,
-)
+from stereodistill.distill.pilots import heading_nearest_mod_pi, pilot_boxes, pilot_ious
+from stereodistill.distill.xgd import XgdOptions, threshold_table, whole_box_loss, xgd_keep_mask, xgd_loss
 from stereodistill.geometry.iou import iou_3d, iou_bev
 from stereodistill.head.box_coder import encode_boxes
 

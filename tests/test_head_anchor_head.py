@@ -11,8 +11,9 @@ from grids import small_grid
 from stereodistill.head.anchor_head import AnchorHead, HeadOutput
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
-from stereodistill.head.decode import DecodeSettings, decode_frame
+from stereodistill.head.decode import decode_frame
 from stereodistill.head.losses import detection_losses
+from stereodistill.head.settings import DecodeSettings
 
 
 @pytest.fixture(scope="module")

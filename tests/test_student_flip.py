@@ -17,10 +17,10 @@ from stereodistill.data.prepared import PreparedFrame, PreparedSplit, depth_rows
 from stereodistill.data.synth import generate_dataset
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.student.config import StudentConfig
 from stereodistill.student.depth import depth_loss, depth_target_map
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import StereoStudent, calibration_tensors, images_to_tensor
+from stereodistill.student.settings import StudentConfig
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -14,13 +14,16 @@ from grids import small_grid
 from stereodistill.errors import InputError
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.student.config import KITTI_PRESET, StudentConfig
+from stereodistill.params import load_params
+from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.cost_volume import build_cost_volume, plane_disparities
 from stereodistill.student.depth import depth_loss, depth_target_map, soft_argmin_depth, two_hot_targets
-from stereodistill.student.lifting import VoxelLifter, voxel_centres
+from stereodistill.student.lifting import VoxelLifter, plane_depths, voxel_centres
 from stereodistill.student.model import StereoStudent, calibration_tensors
+from stereodistill.student.settings import StudentConfig
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+KITTI_PARAMS = PARAMS.parent / "docs" / "presets" / "params.kitti.yaml"
 
 TINY = StudentConfig(
     backbone_channels=(4, 4, 8),
@@ -72,28 +75,31 @@ def one_thread():
 
 # ----------------------------------------------------------------------------------------------- config
 def test_config_round_trip_and_errors() -> None:
-    assert StudentConfig.from_params(TINY.to_dict()) == TINY
+    def load(**values) -> StudentConfig:
+        return load_settings(StudentConfig, values, "student.model")
+
+    assert load(**to_dict(TINY)) == TINY
     assert TINY.feature_stride == 4
-    assert torch.allclose(TINY.plane_depths(), torch.tensor([3.0, 5, 7, 9, 11, 13, 15, 17]))
+    assert torch.allclose(plane_depths(TINY), torch.tensor([3.0, 5, 7, 9, 11, 13, 15, 17]))
     with pytest.raises(InputError, match="student.model.gwc_groups"):
-        StudentConfig(stereo_channels=16, gwc_groups=5)
+        load(stereo_channels=16, gwc_groups=5)
     with pytest.raises(InputError, match="student.model.voxel_z"):
-        StudentConfig(voxel_z=7, z_pool=2)
+        load(voxel_z=7, z_pool=2)
     with pytest.raises(InputError, match="student.model.bev_channels"):
-        StudentConfig(bev_channels=30, norm_groups=4)
+        load(bev_channels=30, norm_groups=4)
     with pytest.raises(InputError, match="student.model.wings"):
-        StudentConfig.from_params({"wings": 2})
+        load(wings=2)
     with pytest.raises(
         InputError, match=r"student.model.box_tower_negative_slope: must be in \[0, 1\), got -0.1"
     ):
-        StudentConfig(box_tower_negative_slope=-0.1)
+        load(box_tower_negative_slope=-0.1)
 
 
 def test_kitti_preset_is_liga_scale() -> None:
-    kitti = StudentConfig.from_params(KITTI_PRESET)
+    kitti = load_params(KITTI_PARAMS).student.model
     assert kitti.feature_stride == 4
     assert kitti.cost_volume_channels == 64
-    planes = kitti.plane_depths()
+    planes = plane_depths(kitti)
     assert torch.allclose(planes, 2.4 + 0.8 * torch.arange(72, dtype=torch.float32), atol=1e-5)
 
 
@@ -133,7 +139,7 @@ def test_plane_sweep_peaks_at_the_plane_of_the_true_disparity() -> None:
     left = torch.randn(b, c, h, w)
     right = torch.randn(b, c, h, w)
     right[..., : w - shift] = left[..., shift:]  # left pixel j appears at right pixel j - shift
-    planes = TINY.plane_depths()
+    planes = plane_depths(TINY)
     true_plane = 5
     focal_baseline = torch.tensor(
         [shift * stride * float(planes[true_plane])]
@@ -210,7 +216,7 @@ def test_lifting_samples_the_projected_pixel_and_exact_plane() -> None:
     grid = small_grid(18.0, 3.0)
     grid = AnchorGrid.from_dict({**grid.to_dict(), "point_cloud_range": [2.0, -3.0, -2.0, 18.0, 3.0, 1.0]})
     config = StudentConfig(depth_min=2.0, depth_max=18.0, num_planes=16)
-    planes = config.plane_depths()
+    planes = plane_depths(config)
     calib = rig(focal=40.0, width=64, height=32, tz=0.0)
     stride, hf, wf, d = 4, 8, 16, 16
     voxel_z = 3

@@ -20,13 +20,15 @@ from cache_fixtures import anchor_grid
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
+from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.geometry.views import mirror_boxes
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
-from stereodistill.head.decode import DecodeSettings
-from stereodistill.student.config import KITTI_PRESET, StudentConfig
+from stereodistill.head.settings import DecodeSettings
+from stereodistill.params import load_params
+from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.dataset import (
     StudentFrames,
     batch_inputs,
@@ -37,9 +39,8 @@ from stereodistill.student.dataset import (
 )
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
+from stereodistill.student.settings import StudentConfig, StudentTrainSettings
 from stereodistill.student.train import (
-    DistillSettings,
-    StudentTrainSettings,
     epoch_indices,
     load_student,
     lr_factor,
@@ -75,8 +76,18 @@ TINY = StudentConfig(
     bev_channels=8,
     norm_groups=4,
 )
-GT_ONLY = DistillSettings.from_params({"xgd": {"mode": "off"}, "cld": {"mode": "off"}})
-DISTILL = DistillSettings.from_params(
+
+
+def distill_settings(values: dict) -> DistillSettings:
+    return load_settings(DistillSettings, values, "distill")
+
+
+def train_settings(values: dict) -> StudentTrainSettings:
+    return load_settings(StudentTrainSettings, values, "student.train")
+
+
+GT_ONLY = distill_settings({"xgd": {"mode": "off"}, "cld": {"mode": "off"}})
+DISTILL = distill_settings(
     {
         "xgd": {"mode": "xgd", "split": "groups", "iou": "3d"},
         "cld": {"mode": "diagonal", "region": ["gt_boxes", "confident"]},
@@ -84,9 +95,20 @@ DISTILL = DistillSettings.from_params(
 )
 
 
+# The schedule and loss weights these tests were written against (the settings' defaults before they became
+# params.yaml's values).
+SCHEDULE = dict(
+    lr=0.001,
+    schedule="step",
+    min_lr_ratio=0.0,
+    regression_warmup_epochs=0.0,
+    loss_weights={"cls": 1.0, "loc": 0.5, "dir": 0.2, "depth": 1.0},
+)
+
+
 def tiny_settings(**overrides) -> StudentTrainSettings:
     values = dict(epochs=1, batch_size=2, image_scale=4, flip_probability=0.5, frame_limit=2, seed=3)
-    values.update(overrides)
+    values.update(SCHEDULE, **overrides)
     return StudentTrainSettings(**values)
 
 
@@ -97,30 +119,30 @@ def _log(path: Path) -> list[dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------ settings
 def test_settings_parse_and_errors_name_the_field():
-    s = StudentTrainSettings.from_params({"epochs": 3, "step_epochs": [2], "image_scale": 2})
+    s = train_settings({"epochs": 3, "step_epochs": [2], "image_scale": 2})
     assert s.epochs == 3 and s.step_epochs == (2,) and s.image_scale == 2
-    assert StudentTrainSettings.from_params(s.to_dict()) == s
+    assert train_settings(to_dict(s)) == s
     with pytest.raises(InputError, match=r"student\.train\.bogus"):
-        StudentTrainSettings.from_params({"bogus": 1})
+        train_settings({"bogus": 1})
     with pytest.raises(InputError, match=r"student\.train\.image_scale"):
-        StudentTrainSettings.from_params({"image_scale": 0})
+        train_settings({"image_scale": 0})
     with pytest.raises(InputError, match=r"student\.train\.schedule"):
-        StudentTrainSettings.from_params({"schedule": "linear"})
+        train_settings({"schedule": "linear"})
     with pytest.raises(InputError, match=r"student\.train\.flip_probability"):
-        StudentTrainSettings.from_params({"flip_probability": 1.5})
+        train_settings({"flip_probability": 1.5})
     with pytest.raises(InputError, match=r"student\.train\.regression_warmup_epochs"):
-        StudentTrainSettings.from_params({"regression_warmup_epochs": -1.0})
+        train_settings({"regression_warmup_epochs": -1.0})
     with pytest.raises(InputError, match=r"distill\.xgd\.mode"):
-        DistillSettings.from_params({"xgd": {"mode": "soft"}})
+        distill_settings({"xgd": {"mode": "soft"}})
     with pytest.raises(InputError, match=r"distill\.xgd\.thresholds"):
-        DistillSettings.from_params({"xgd": {"thresholds": {"center": [0.7]}}})
+        distill_settings({"xgd": {"thresholds": {"center": [0.7]}}})
     with pytest.raises(InputError, match=r"distill\.cld\.region"):
-        DistillSettings.from_params({"cld": {"region": ["everywhere"]}})
+        distill_settings({"cld": {"region": ["everywhere"]}})
     with pytest.raises(InputError, match=r"distill\.cld\.extra"):
-        DistillSettings.from_params({"cld": {"extra": 1}})
-    d = DistillSettings.from_params({"cld": {"region": "all"}, "xgd": {"thresholds": [0.6, 0.4, 0.4]}})
+        distill_settings({"cld": {"extra": 1}})
+    d = distill_settings({"cld": {"region": "all"}, "xgd": {"thresholds": [0.6, 0.4, 0.4]}})
     assert d.cld.region == ("all",) and d.xgd.thresholds == (0.6, 0.4, 0.4)
-    assert DistillSettings.from_params(d.to_dict()) == d
+    assert distill_settings(to_dict(d)) == d
     assert not GT_ONLY.enabled and DISTILL.enabled
 
 
@@ -137,7 +159,7 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_regression_warmup_ramps_loc_and_xgd_from_zero():
-    off = StudentTrainSettings(epochs=4)
+    off = StudentTrainSettings(epochs=4, regression_warmup_epochs=0.0)
     assert [regression_factor(step, 10, off) for step in (0, 5, 39)] == [1.0, 1.0, 1.0]
     ramp = StudentTrainSettings(epochs=4, regression_warmup_epochs=2.5)  # 25 steps of 10 per epoch
     factors = [regression_factor(step, 10, ramp) for step in (0, 5, 20, 24, 25, 39)]
@@ -342,10 +364,10 @@ def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeyp
     with pytest.raises(InputError, match=r"grid\.classes\[\*\]\.matched_iou.*cache\.coverage\.iou_floor"):
         open_cache(store, anchor_grid(matched_iou=0.25, unmatched_iou=0.2), settings, DISTILL, split)
     # CLD alone does not need boxes, so a low matched_iou only fails on the grid comparison itself.
-    cld_only = DistillSettings.from_params({"xgd": {"mode": "off"}})
+    cld_only = distill_settings({"xgd": {"mode": "off"}})
     with pytest.raises(InputError, match=r"matched_iou"):
         open_cache(store, anchor_grid(matched_iou=0.25, unmatched_iou=0.2), settings, cld_only, split)
-    bad = DistillSettings.from_params({"xgd": {"thresholds": [0.7, 0.5]}})
+    bad = distill_settings({"xgd": {"thresholds": [0.7, 0.5]}})
     with pytest.raises(InputError, match=r"distill\.xgd\.thresholds"):
         open_cache(store, grid, settings, bad, split)
     monkeypatch.setattr(TeacherCache, "views", property(lambda self: ["identity"]))
@@ -359,8 +381,8 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     params = yaml.safe_load(Path(teacher_cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(tmp_path / "student"),
-        "model": TINY.to_dict(),
-        "train": tiny_settings().to_dict(),
+        "model": to_dict(TINY),
+        "train": to_dict(tiny_settings()),
         "decode": {
             "score_threshold": 0.3,
             "pre_nms_top_k": 64,
@@ -369,7 +391,7 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
             "class_agnostic": True,
         },
     }
-    params["distill"] = DISTILL.to_dict()
+    params["distill"] = to_dict(DISTILL)
     params["evaluate"].update(
         split="train",
         student_predictions=str(tmp_path / "pred"),
@@ -404,10 +426,10 @@ def test_two_torchrun_ranks_train_one_step_each(synthetic_train_split, tmp_path)
         "grid": anchor_grid().to_dict(),
         "student": {
             "out_dir": str(tmp_path / "student"),
-            "model": TINY.to_dict(),
-            "train": tiny_settings(batch_size=1, frame_limit=2).to_dict(),
+            "model": to_dict(TINY),
+            "train": to_dict(tiny_settings(batch_size=1, frame_limit=2)),
         },
-        "distill": GT_ONLY.to_dict(),
+        "distill": to_dict(GT_ONLY),
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -441,24 +463,22 @@ def test_two_torchrun_ranks_train_one_step_each(synthetic_train_split, tmp_path)
 KITTI_PARAMS = Path(__file__).parent.parent / "docs" / "presets" / "params.kitti.yaml"
 
 
-def _kitti_params() -> dict:
-    return yaml.safe_load(KITTI_PARAMS.read_text())
-
-
 def test_kitti_preset_parses_to_liga_scale():
-    params = _kitti_params()
-    assert StudentConfig.from_params(params["student"]["model"]) == StudentConfig.from_params(KITTI_PRESET)
-    settings = StudentTrainSettings.from_params(params["student"]["train"])
+    params = load_params(KITTI_PARAMS)
+    config = params.student.model
+    assert config.backbone_channels == (64, 128, 128, 128) and config.cost_volume == "concat"
+    assert config.num_planes == 72 and config.voxel_z == 20 and config.z_pool == 4
+    settings = params.student.train
     assert settings.schedule == "step" and settings.step_epochs == (50,) and settings.epochs == 60
-    assert DistillSettings.from_params(params["distill"]).enabled
+    assert params.distill.enabled
 
 
 @pytest.mark.slow
 def test_kitti_preset_trains_one_step_on_cpu(synthetic_train_split):
-    params = _kitti_params()
-    grid = AnchorGrid.from_params(params["grid"])
-    model = StereoStudent(StudentConfig.from_params(params["student"]["model"]), grid)
-    settings = StudentTrainSettings.from_params(params["student"]["train"])
+    params = load_params(KITTI_PARAMS)
+    grid = AnchorGrid.from_params(params.grid)
+    model = StereoStudent(params.student.model, grid)
+    settings = params.student.train
     frames = StudentFrames(PreparedSplit(synthetic_train_split), 0.0, 1, 0, None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     step = student_losses(model, TargetAssigner(grid), [frames[0]], settings, GT_ONLY, torch.device("cpu"))
@@ -480,11 +500,15 @@ def test_overfits_four_frames_and_detects_their_cars(synthetic_train_split, tmp_
 
     Scored six times over under distinct ids, as the teacher's overfit test, to lift KITTI's 41-point cap.
     """
-    params = yaml.safe_load((Path(__file__).parent.parent / "params.yaml").read_text())
-    grid = AnchorGrid.from_params(params["grid"])
-    config = StudentConfig.from_params(params["student"]["model"])
+    params = load_params(Path(__file__).parent.parent / "params.yaml")
+    grid = AnchorGrid.from_params(params.grid)
+    config = params.student.model
     settings = StudentTrainSettings(
-        epochs=OVERFIT_EPOCHS, batch_size=2, lr=0.01, schedule="cosine", flip_probability=0.0, image_scale=2
+        **{**SCHEDULE, "lr": 0.01, "schedule": "cosine"},
+        epochs=OVERFIT_EPOCHS,
+        batch_size=2,
+        flip_probability=0.0,
+        image_scale=2,
     )
     path = train_student(grid, config, settings, GT_ONLY, synthetic_train_split, tmp_path, progress=False)
     model, _ = load_student(path, grid=grid)

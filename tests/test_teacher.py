@@ -16,13 +16,14 @@ from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.geometry.boxes import points_in_boxes
 from stereodistill.geometry.views import mirror_boxes, mirror_points
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.decode import DecodeSettings
+from stereodistill.head.settings import DecodeSettings
+from stereodistill.settings import load_settings
 from stereodistill.teacher.augment import rotate_z, scale
 from stereodistill.teacher.conv_algorithm import conv_algorithm_for, use_device_conv_algorithm
-from stereodistill.teacher.dataset import AugmentSettings
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig, bev_stride
+from stereodistill.teacher.model import SecondTeacher, bev_stride
 from stereodistill.teacher.predict import iterate_responses, predict_to_kitti
-from stereodistill.teacher.train import TeacherTrainSettings, load_teacher, train_teacher
+from stereodistill.teacher.settings import AugmentSettings, TeacherConfig, TeacherTrainSettings
+from stereodistill.teacher.train import load_teacher, train_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
 SMALL = TeacherConfig(
@@ -87,7 +88,7 @@ def test_voxel_sizes_off_the_grid_are_refused(grid, voxel, message):
 
 def test_unknown_model_field_is_named():
     with pytest.raises(InputError, match="teacher.model.channels"):
-        TeacherConfig.from_params({"channels": [1, 2]})
+        load_settings(TeacherConfig, {"channels": [1, 2]}, "teacher.model")
 
 
 # ------------------------------------------------------------------------------------------ device / algorithm

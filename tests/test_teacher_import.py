@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import CELL_CENTRE, RANGE_CORNERS, AnchorGrid
+from stereodistill.settings import load_settings, to_dict
 from stereodistill.teacher.conv_algorithm import use_device_conv_algorithm
 from stereodistill.teacher.import_openpcdet import (
     NATIVE,
@@ -37,7 +38,8 @@ from stereodistill.teacher.import_openpcdet import (
     second_yaml_grid,
     write_imported_teacher,
 )
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.teacher.model import SecondTeacher
+from stereodistill.teacher.settings import TeacherConfig
 from stereodistill.teacher.train import load_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
@@ -443,11 +445,11 @@ def test_anchor_placement_serialisation_and_comparison() -> None:
 
 
 def test_teacher_config_new_fields_are_optional_in_dicts() -> None:
-    assert "sparse_extra_z_voxels" not in TeacherConfig().to_dict()
-    assert "last_down_z_padding" not in TeacherConfig().to_dict()
-    d = second_yaml_config().to_dict()
+    assert "sparse_extra_z_voxels" not in to_dict(TeacherConfig())
+    assert "last_down_z_padding" not in to_dict(TeacherConfig())
+    d = to_dict(second_yaml_config())
     assert (d["sparse_extra_z_voxels"], d["last_down_z_padding"]) == (1, 0)
-    assert TeacherConfig.from_params(d) == second_yaml_config()
+    assert load_settings(TeacherConfig, d, "teacher.model") == second_yaml_config()
     # The project's default teacher is unchanged: z 20 -> 10 -> 5 -> 2 with padding 1, then conv_out -> 1... as
     # before; OpenPCDet's 41 -> 21 -> 11 -> 5 -> 2.
     grid = small_grid(CELL_CENTRE)
@@ -649,7 +651,7 @@ def test_cli_imports_and_reports(run_cli, spconv1_checkpoint: Path, tmp_path: Pa
 
 
 def _params_file(path: Path, grid: AnchorGrid, config: TeacherConfig) -> Path:
-    path.write_text(yaml.safe_dump({"grid": grid.to_dict(), "teacher": {"model": config.to_dict()}}))
+    path.write_text(yaml.safe_dump({"grid": grid.to_dict(), "teacher": {"model": to_dict(config)}}))
     return path
 
 

@@ -20,14 +20,16 @@ that exactly one writer fills in one call.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stereodistill.errors import InputError
 from stereodistill.geometry.views import HFLIP, IDENTITY, KNOWN_VIEWS
+from stereodistill.settings import fail
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +50,23 @@ CODECS = ("blosc-zstd-bitshuffle", "zstd", "none")
 
 
 @dataclass(frozen=True)
+class CoverageSettings:
+    """``cache.coverage``: which anchors get their box and direction logits cached."""
+
+    iou_floor: float = 0.3  # nearest-axis BEV IoU with a GT of the anchor's class
+    score_floor: float = 0.1  # teacher max sigmoid score
+    capacity: int = 4096  # covered anchors per frame and view (padded)
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            fail("capacity", f"expected a positive integer, got {self.capacity!r}")
+        if not 0.0 < self.iou_floor <= 1.0:
+            fail("iou_floor", f"expected a value in (0, 1], got {self.iou_floor}")
+        if not 0.0 < self.score_floor <= 1.0:
+            fail("score_floor", f"expected a value in (0, 1], got {self.score_floor}")
+
+
+@dataclass(frozen=True)
 class CacheSettings:
     """The ``cache`` section of params.yaml (see params.yaml for the meaning of each field)."""
 
@@ -56,61 +75,25 @@ class CacheSettings:
     views: tuple[str, ...] = (IDENTITY, HFLIP)
     batch_size: int = 4
     frames_per_shard: int = 32
-    capacity: int = 4096
-    iou_floor: float = 0.3
-    score_floor: float = 0.1
     logit_step: float = 0.015625
     codec: str = "blosc-zstd-bitshuffle"
     codec_level: int = 3
+    coverage: CoverageSettings = CoverageSettings()
 
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any], path: str = "params.yaml") -> CacheSettings:
-        values = dict(section)
-        coverage = values.pop("coverage", {}) or {}
-        if not isinstance(coverage, Mapping):
-            raise InputError("cache.coverage: expected a mapping", path)
-        unknown = sorted(set(coverage) - {"iou_floor", "score_floor", "capacity"})
-        if unknown:
-            raise InputError(f"unknown field(s) {', '.join('cache.coverage.' + k for k in unknown)}", path)
-        values.update(coverage)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown field(s) {', '.join('cache.' + k for k in unknown)}", path)
-        if "views" in values:
-            values["views"] = tuple(values["views"])
-        settings = cls(**values)
-        settings.check(path)
-        return settings
-
-    def check(self, path: str = "params.yaml") -> None:
+    def __post_init__(self) -> None:
         if not self.views or len(set(self.views)) != len(self.views):
-            raise InputError(f"cache.views: expected distinct views, got {list(self.views)}", path)
+            fail("views", f"expected distinct views, got {list(self.views)}")
         for view in self.views:
             if view not in KNOWN_VIEWS:
-                raise InputError(
-                    f"cache.views: unknown view {view!r} (known: {', '.join(KNOWN_VIEWS)})", path
-                )
-        for name in ("batch_size", "frames_per_shard", "capacity"):
+                fail("views", f"unknown view {view!r} (known: {', '.join(KNOWN_VIEWS)})")
+        for name in ("batch_size", "frames_per_shard"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                field = f"cache.coverage.{name}" if name == "capacity" else f"cache.{name}"
-                raise InputError(f"{field}: expected a positive integer, got {value!r}", path)
-        if not 0.0 < self.iou_floor <= 1.0:
-            raise InputError(
-                f"cache.coverage.iou_floor: expected a value in (0, 1], got {self.iou_floor}", path
-            )
-        if not 0.0 < self.score_floor <= 1.0:
-            raise InputError(
-                f"cache.coverage.score_floor: expected a value in (0, 1], got {self.score_floor}", path
-            )
+            if value < 1:
+                fail(name, f"expected a positive integer, got {value!r}")
         if not 0.0 < self.logit_step <= 0.02:
-            raise InputError(
-                f"cache.logit_step: expected a step in (0, 0.02] (0.01 logit precision), got {self.logit_step}",
-                path,
-            )
+            fail("logit_step", f"expected a step in (0, 0.02] (0.01 logit precision), got {self.logit_step}")
         if self.codec not in CODECS:
-            raise InputError(f"cache.codec: expected one of {', '.join(CODECS)}, got {self.codec!r}", path)
+            fail("codec", f"expected one of {', '.join(CODECS)}, got {self.codec!r}")
 
     def store_layout(self) -> dict[str, Any]:
         """What the stored bytes depend on besides teacher and data (part of the identity attributes)."""
@@ -122,9 +105,9 @@ class CacheSettings:
                 "boxes": {"dtype": BOX_DTYPE},
             },
             "coverage": {
-                "iou_floor": self.iou_floor,
-                "score_floor": self.score_floor,
-                "capacity": self.capacity,
+                "iou_floor": self.coverage.iou_floor,
+                "score_floor": self.coverage.score_floor,
+                "capacity": self.coverage.capacity,
             },
             "codec": {"name": self.codec, "level": self.codec_level},
             # Frames are grouped into forward batches of this size within a shard; kept so a resumed run
@@ -141,7 +124,9 @@ def shard_frames(shard: int, num_frames: int, frames_per_shard: int) -> range:
     return range(shard * frames_per_shard, min((shard + 1) * frames_per_shard, num_frames))
 
 
-def check_views_supported(views: Sequence[str], point_cloud_range: Sequence[float], where: str) -> None:
+def check_views_supported(
+    views: Sequence[str], point_cloud_range: Sequence[float], where: str | Path | None
+) -> None:
     """The hflip view needs a grid symmetric in y, so mirrored anchors land on anchors."""
     if HFLIP in views:
         y_min, y_max = point_cloud_range[1], point_cloud_range[4]

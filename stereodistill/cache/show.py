@@ -33,7 +33,8 @@ from stereodistill.data.visualise import draw_bev
 from stereodistill.errors import InputError
 from stereodistill.geometry.views import IDENTITY, view_ground_truth
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.decode import DecodeSettings, Detections, decode_frame
+from stereodistill.head.decode import Detections, decode_frame
+from stereodistill.head.settings import DecodeSettings
 
 # Not a KITTI class: draw_bev draws boxes of unknown types in white.
 TEACHER_TYPE = "teacher"

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from stereodistill.cache.reader import CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
-from stereodistill.distill.pilots import IOU_KINDS, SPLITS, IouKind, Split, components
+from stereodistill.distill.components import IOU_KINDS, SPLITS, IouKind, Split, components
 from stereodistill.distill.xgd import XgdOptions, whole_box_keep_mask, xgd_keep_mask
 from stereodistill.errors import InputError
 from stereodistill.geometry.views import IDENTITY, view_ground_truth

@@ -113,7 +113,13 @@ def create_store(
     for old in (path, final):
         if old.exists():
             shutil.rmtree(old)
-    f, v, n, c, k = len(frame_ids), len(settings.views), grid.num_anchors, grid.num_classes, settings.capacity
+    f, v, n, c, k = (
+        len(frame_ids),
+        len(settings.views),
+        grid.num_anchors,
+        grid.num_classes,
+        settings.coverage.capacity,
+    )
     s = settings.frames_per_shard
     root = zarr.open_group(path, mode="w", zarr_format=3)
     common = {"chunk_key_encoding": _KEYS, "compressors": _compressors(settings)}

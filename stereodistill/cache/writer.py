@@ -163,7 +163,7 @@ def _compute_shard(
     """The shard's host block and the seconds spent in the teacher's forward."""
     grid, device, views = model.grid, model.device, settings.views
     v = len(views)
-    block = empty_block(len(frames), v, grid.num_anchors, grid.num_classes, settings.capacity)
+    block = empty_block(len(frames), v, grid.num_anchors, grid.num_classes, settings.coverage.capacity)
     forward = 0.0
     for start in range(0, len(frames), settings.batch_size):
         batch = frames[start : start + settings.batch_size]
@@ -289,7 +289,9 @@ def write_cache(
         done = root["shard_complete"][:] if n else np.zeros(0, np.uint8)
         mine = [s for s in range(ranks.rank, num_shards(n, settings.frames_per_shard), ranks.world)]
         pending = [s for s in mine if not done[s]]
-        rule = CoverageRule(model.grid, settings.iou_floor, settings.score_floor, settings.capacity)
+        rule = CoverageRule(
+            model.grid, settings.coverage.iou_floor, settings.coverage.score_floor, settings.coverage.capacity
+        )
         anchors = model.grid.anchors(device=model.device)
         model.eval()
         total = sum(len(shard_frames(s, n, settings.frames_per_shard)) for s in pending)

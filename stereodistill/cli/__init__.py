@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from stereodistill import __version__
-from stereodistill.cli.options import PARAMS_PATH_KEY
-from stereodistill.errors import InputError, StereoDistillError
+from stereodistill.errors import StereoDistillError
 from stereodistill.files import disk_full_message, is_disk_full
-
-
-def _repoint_params_error(err: StereoDistillError, params_path: Path | None) -> StereoDistillError:
-    """An error about ``params.yaml`` re-pointed at ``--params FILE``.
-
-    The settings classes validate values without knowing which file they came from, and name the default.
-    """
-    default = Path("params.yaml")
-    if isinstance(err, InputError) and err.path == default and params_path and Path(params_path) != default:
-        return InputError(err.reason, params_path, err.line)
-    return err
 
 
 class _Group(click.Group):
@@ -31,7 +18,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except StereoDistillError as err:
-            click.echo(f"error: {_repoint_params_error(err, ctx.meta.get(PARAMS_PATH_KEY))}", err=True)
+            click.echo(f"error: {err}", err=True)
             sys.exit(1)
         except OSError as err:
             if not is_disk_full(err):

@@ -23,13 +23,13 @@ def cache_teacher(params_path: Path, force: bool, progress: bool) -> None:
 
     An interrupted run is finished by rerunning the same command; under torchrun the ranks share the work.
     """
-    from stereodistill.cache.run import cache_settings, cache_teacher_from_params
+    from stereodistill.cache.run import cache_teacher_from_params
     from stereodistill.params import load_params
 
     params = load_params(params_path)
     stats = cache_teacher_from_params(params, force=force, progress=progress)
     click.echo(
-        f"wrote {cache_settings(params).store}: {stats.frames_written} frames in {stats.shards_written} shards "
+        f"wrote {params.cache.store}: {stats.frames_written} frames in {stats.shards_written} shards "
         f"({stats.shards_skipped} already complete), {stats.bytes_on_disk / 1e6:.1f} MB on disk, "
         f"{stats.total_seconds:.1f} s ({stats.forward_seconds:.1f} s in the teacher's forward)"
     )
@@ -117,7 +117,7 @@ def show(
     """Draw a BEV picture of one cached frame: the teacher's per-cell max score as a heat map, its boxes after
     NMS (white, heading tick) and, with --prepared, the ground truth in class colours."""
     from stereodistill.cache.show import show_frame
-    from stereodistill.head.decode import DecodeSettings
+    from stereodistill.head.settings import DecodeSettings
 
     settings = DecodeSettings(
         score_threshold=score_threshold, nms_iou_threshold=nms_iou, class_agnostic=not class_aware

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stereodistill.distill.settings import CLD_MODES, CldMode
 from stereodistill.geometry.bev import points_in_bev_boxes
 from stereodistill.head.anchors import AnchorGrid
-
-CldMode = Literal["diagonal", "all", "per_class"]
-CLD_MODES: tuple[str, ...] = ("diagonal", "all", "per_class")
 
 
 @dataclass(frozen=True)

@@ -26,21 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from stereodistill.distill.pilots import (
-    SPLITS,
-    IouKind,
-    Split,
-    component_code_mask,
-    components,
-    pilot_ious,
-)
+from stereodistill.distill.components import SPLITS, IouKind, Split, components
+from stereodistill.distill.pilots import component_code_mask, pilot_ious
+from stereodistill.distill.settings import DEFAULT_BETA, DEFAULT_THRESHOLDS, threshold_classes
 from stereodistill.geometry.iou import iou_3d, iou_bev
 from stereodistill.head.box_coder import CODE_SIZE, encode_boxes
 from stereodistill.head.losses import sin_difference, smooth_l1
 
 # KITTI evaluation IoUs in the grid's usual class order (Car, Pedestrian, Cyclist).
-DEFAULT_THRESHOLDS: tuple[float, ...] = (0.7, 0.5, 0.5)
-DEFAULT_BETA = 1.0 / 9.0
 
 # Per-class thresholds: one value per class for every component, or per component name (see pilots.components).
 Thresholds = Sequence[float] | Tensor | Mapping[str, Sequence[float] | Tensor]
@@ -90,31 +83,14 @@ class DistillResult:
 
 def threshold_table(thresholds: Thresholds, split: Split, device: torch.device | str | None = None) -> Tensor:
     """Thresholds as a ``(K, C)`` float64 table for the components of ``split`` (see :class:`XgdOptions`)."""
+    threshold_classes(thresholds, split)  # raises on a malformed table
     names = list(components(split))
     if isinstance(thresholds, Mapping):
-        missing = [n for n in names if n not in thresholds]
-        unknown = [n for n in thresholds if n not in names]
-        if missing or unknown:
-            raise ValueError(
-                f"thresholds for split {split!r} must name exactly the components {names}; "
-                f"missing {missing}, unknown {unknown}"
-            )
-        rows = [torch.as_tensor(thresholds[n], dtype=torch.float64).reshape(-1) for n in names]
-        if len({r.shape[0] for r in rows}) != 1:
-            raise ValueError(
-                f"every component needs the same number of class thresholds, got {[len(r) for r in rows]}"
-            )
-        table = torch.stack(rows)
+        table = torch.stack([torch.as_tensor(thresholds[n], dtype=torch.float64).reshape(-1) for n in names])
     else:
         table = torch.as_tensor(thresholds, dtype=torch.float64)
         if table.dim() == 1:
             table = table[None, :].expand(len(names), -1)
-        elif table.dim() != 2 or table.shape[0] != len(names):
-            raise ValueError(
-                f"thresholds must have shape (C,) or ({len(names)}, C) for split {split!r}, got {tuple(table.shape)}"
-            )
-    if table.shape[1] == 0:
-        raise ValueError("thresholds need at least one class")
     return table.to(device)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -11,25 +10,21 @@ from stereodistill.data.labels import KittiObject
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.evaluation.report import format_table, write_json_atomic
-from stereodistill.params import require, section
+from stereodistill.params import Params
 
 
-def evaluation_split(params: dict[str, Any]) -> PreparedSplit:
+def evaluation_split(params: Params) -> PreparedSplit:
     """The prepared split ``{data.prepared_dir}/{evaluate.split}.h5``."""
-    data, evaluate = section(params, "data"), section(params, "evaluate")
-    return PreparedSplit(
-        Path(require(data, "prepared_dir", "data")) / f"{require(evaluate, 'split', 'evaluate')}.h5"
-    )
+    return PreparedSplit(Path(params.data.prepared_dir) / f"{params.evaluate.split}.h5")
 
 
 def score_and_write(
-    params: dict[str, Any], split: PreparedSplit, detections: dict[str, list[KittiObject]], metrics_key: str
+    params: Params, split: PreparedSplit, detections: dict[str, list[KittiObject]], metrics_path: str
 ) -> dict:
     """Score ``detections`` (frame id -> objects) against ``split``'s labels with the KITTI protocol, write the
-    result to ``evaluate.<metrics_key>`` (atomically), print the KITTI table and return the result."""
-    evaluate = section(params, "evaluate")
+    result to ``metrics_path`` (atomically), print the KITTI table and return the result."""
     ground_truth = {frame_id: split.objects(i) for i, frame_id in enumerate(split.frame_ids)}
-    result = evaluate_kitti(ground_truth, detections, tuple(require(evaluate, "classes", "evaluate")))
-    write_json_atomic(require(evaluate, metrics_key, "evaluate"), result)
+    result = evaluate_kitti(ground_truth, detections, params.evaluate.classes)
+    write_json_atomic(metrics_path, result)
     tqdm.write(format_table(result))
     return result

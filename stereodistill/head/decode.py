@@ -24,6 +24,7 @@ from stereodistill.geometry.boxes import boxes_to_image_2d, observation_angle, p
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.geometry.nms import batched_rotated_nms, rotated_nms
 from stereodistill.head.box_coder import apply_direction, decode_boxes
+from stereodistill.head.settings import DecodeSettings
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,7 @@ class Detections:
         return int(self.scores.shape[0])
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    """Post-processing settings (defaults: SECOND's KITTI test configuration)."""
-
-    score_threshold: float = 0.1
-    pre_nms_top_k: int = 4096
-    nms_iou_threshold: float = 0.01
-    post_nms_top_k: int = 500
-    class_agnostic: bool = True
+DEFAULT_DECODE = DecodeSettings()
 
 
 @torch.no_grad()
@@ -55,7 +48,7 @@ def decode_frame(
     box_preds: Tensor,
     dir_logits: Tensor | None,
     anchors: Tensor,
-    settings: DecodeSettings = DecodeSettings(),
+    settings: DecodeSettings = DEFAULT_DECODE,
 ) -> Detections:
     """Detections of one frame from per-anchor ``cls_logits (N, C)``, ``box_preds (N, 7)``, ``dir_logits (N, 2)``.
 
@@ -98,7 +91,7 @@ def decode_batch(
     box_preds: Tensor,
     dir_logits: Tensor | None,
     anchors: Tensor,
-    settings: DecodeSettings = DecodeSettings(),
+    settings: DecodeSettings = DEFAULT_DECODE,
 ) -> list[Detections]:
     """:func:`decode_frame` over a batch: ``cls_logits (B, N, C)``, ``box_preds (B, N, 7)``, ``dir_logits (B, N, 2)``."""
     return [

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from stereodistill.geometry.frames import project_to_rect
 from stereodistill.head.anchors import AnchorGrid
+from stereodistill.student.settings import StudentConfig
 
 
 def voxel_centres(grid: AnchorGrid, voxel_z: int) -> Tensor:
@@ -39,6 +40,12 @@ def voxel_centres(grid: AnchorGrid, voxel_z: int) -> Tensor:
     zs = z0 + (torch.arange(voxel_z, dtype=f64) + 0.5) * ((z1 - z0) / voxel_z)
     z, y, x = torch.meshgrid(zs, ys, xs, indexing="ij")
     return torch.stack([x, y, z], dim=-1)
+
+
+def plane_depths(config: StudentConfig, device: torch.device | str | None = None) -> Tensor:
+    """Plane depths ``(D,)`` float32: ``depth_min + (i + 0.5) * plane_step`` (interval centres, as LIGA)."""
+    i = torch.arange(config.num_planes, dtype=torch.float64)
+    return (config.depth_min + (i + 0.5) * config.plane_step).to(device=device, dtype=torch.float32)
 
 
 def volume_coordinates(

@@ -30,10 +30,10 @@ from stereodistill.head.anchor_head import AnchorHead, HeadOutput
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.student.aggregation import CostAggregation
 from stereodistill.student.backbone import FeatureExtractor
-from stereodistill.student.config import StudentConfig
 from stereodistill.student.cost_volume import build_cost_volume, plane_disparities
 from stereodistill.student.depth import DepthHead, soft_argmin_depth
-from stereodistill.student.lifting import VoxelLifter
+from stereodistill.student.lifting import VoxelLifter, plane_depths
+from stereodistill.student.settings import StudentConfig
 
 
 class StudentOutput(NamedTuple):
@@ -128,7 +128,7 @@ class StereoStudent(nn.Module):
             cls_weight_std=0.1,
             box_tower_negative_slope=config.box_tower_negative_slope,
         )
-        self.register_buffer("plane_depths", config.plane_depths(), persistent=False)
+        self.register_buffer("plane_depths", plane_depths(config), persistent=False)
 
     def forward(self, left: Tensor, right: Tensor, P2: Tensor, baseline: Tensor) -> StudentOutput:
         b = left.shape[0]

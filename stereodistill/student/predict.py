@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from stereodistill.data.labels import KittiObject, write_label_file
 from stereodistill.data.prepared import PreparedSplit
-from stereodistill.head.decode import DecodeSettings, Detections, decode_batch, detections_to_kitti
+from stereodistill.head.decode import Detections, decode_batch, detections_to_kitti
+from stereodistill.head.settings import DecodeSettings
 from stereodistill.student.dataset import batch_inputs, downscale_image, scale_calibration
 from stereodistill.student.model import StereoStudent
 

@@ -39,7 +39,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import load_checkpoint, save_atomic
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.distill.cld import (
-    CLD_MODES,
     CellLayout,
     CldOptions,
     all_cells,
@@ -63,8 +62,9 @@ from stereodistill.distill.cld import (
     cld_loss,
     confident_cells,
 )
-from stereodistill.distill.pilots import SPLITS, components
-from stereodistill.distill.xgd import DEFAULT_THRESHOLDS, XgdOptions, whole_box_loss, xgd_loss
+from stereodistill.distill.components import components
+from stereodistill.distill.settings import DistillSettings
+from stereodistill.distill.xgd import XgdOptions, whole_box_loss, xgd_loss
 from stereodistill.errors import InputError
 from stereodistill.fingerprint import source_fingerprint
 from stereodistill.geometry.views import HFLIP, IDENTITY
@@ -72,7 +72,7 @@ from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
 from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.losses import detection_losses
-from stereodistill.student.config import StudentConfig
+from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.dataset import (
     StudentFrames,
     StudentSample,
@@ -81,198 +81,13 @@ from stereodistill.student.dataset import (
 )
 from stereodistill.student.depth import depth_loss, depth_target_map
 from stereodistill.student.model import StereoStudent
+from stereodistill.student.settings import StudentConfig, StudentTrainSettings
 from stereodistill.training import read_loss_log, save_training_checkpoint, write_loss_log
 
 CHECKPOINT_KIND = "student-training"
 MODEL_KIND = "student"
-SCHEDULES = ("cosine", "step")
-XGD_MODES = ("xgd", "whole_box", "off")
-CLD_REGIONS = ("gt_boxes", "confident", "all")
 LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
 LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
-
-
-def _unknown(values: Mapping[str, Any], known: Any, where: str) -> None:
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InputError(f"unknown field(s) {', '.join(f'{where}.{k}' for k in unknown)}", "params.yaml")
-
-
-def _fail(field_name: str, message: str) -> None:
-    raise InputError(f"{field_name}: {message}", "params.yaml")
-
-
-@dataclass(frozen=True)
-class StudentTrainSettings:
-    """The ``student.train`` section of params.yaml."""
-
-    epochs: int = 60
-    batch_size: int = 1
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    warmup_epochs: float = 1.0
-    warmup_factor: float = 0.1  # the warm-up starts at lr * warmup_factor
-    schedule: str = "step"  # step | cosine
-    step_epochs: tuple[int, ...] = (50,)
-    step_gamma: float = 0.1
-    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
-    grad_clip: float = 10.0
-    seed: int = 0
-    num_workers: int = 0
-    flip_probability: float = 0.5
-    image_scale: int = 1  # integer image downsampling (P2/P3 scaled consistently), see student/dataset.py
-    frame_limit: int = 0  # > 0: train on the first that many frames only (smoke runs)
-    regression_warmup_epochs: float = 0.0  # loc and XGD weights ramp 0 -> 1 over these epochs (0: no ramp)
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"cls": 1.0, "loc": 0.5, "dir": 0.2, "depth": 1.0}
-    )
-
-    def __post_init__(self) -> None:
-        w = "student.train"
-        if self.epochs < 1:
-            _fail(f"{w}.epochs", f"must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            _fail(f"{w}.batch_size", f"must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            _fail(f"{w}.lr", f"must be > 0, got {self.lr}")
-        if self.schedule not in SCHEDULES:
-            _fail(f"{w}.schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            _fail(f"{w}.flip_probability", f"must lie in [0, 1], got {self.flip_probability}")
-        if not isinstance(self.image_scale, int) or self.image_scale < 1:
-            _fail(f"{w}.image_scale", f"must be a positive integer, got {self.image_scale!r}")
-        if not self.regression_warmup_epochs >= 0:
-            _fail(f"{w}.regression_warmup_epochs", f"must be >= 0, got {self.regression_warmup_epochs}")
-        if self.warmup_epochs < 0 or not 0 < self.warmup_factor <= 1:
-            _fail(f"{w}.warmup_epochs", "need warmup_epochs >= 0 and 0 < warmup_factor <= 1")
-        if set(self.loss_weights) != {"cls", "loc", "dir", "depth"}:
-            _fail(f"{w}.loss_weights", f"needs exactly cls, loc, dir, depth; got {sorted(self.loss_weights)}")
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any]) -> StudentTrainSettings:
-        values = dict(section)
-        _unknown(values, cls.__dataclass_fields__, "student.train")
-        if "step_epochs" in values:
-            values["step_epochs"] = tuple(int(v) for v in values["step_epochs"])
-        if "loss_weights" in values:
-            values["loss_weights"] = {k: float(v) for k, v in dict(values["loss_weights"]).items()}
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["step_epochs"] = list(self.step_epochs)
-        return d
-
-
-@dataclass(frozen=True)
-class XgdSettings:
-    """``distill.xgd``: ``mode`` xgd | whole_box | off; thresholds per class in grid order (or per component)."""
-
-    mode: str = "xgd"
-    split: str = "groups"
-    iou: str = "3d"
-    thresholds: Any = DEFAULT_THRESHOLDS
-    beta: float = 1.0 / 9.0
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        w = "distill.xgd"
-        if self.mode not in XGD_MODES:
-            _fail(f"{w}.mode", f"expected one of {', '.join(XGD_MODES)}, got {self.mode!r}")
-        if self.split not in SPLITS:
-            _fail(f"{w}.split", f"expected one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.iou not in ("3d", "bev"):
-            _fail(f"{w}.iou", f"expected 3d or bev, got {self.iou!r}")
-        if self.mode == "whole_box" and isinstance(self.thresholds, Mapping):
-            _fail(f"{w}.thresholds", "whole_box needs one threshold per class, not per component")
-        try:
-            self.options()
-        except ValueError as err:
-            _fail(f"{w}.thresholds", str(err))
-
-    def options(self) -> XgdOptions:
-        return XgdOptions(split=self.split, iou=self.iou, thresholds=self.thresholds, beta=self.beta)
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-    def num_classes(self) -> int:
-        from stereodistill.distill.xgd import threshold_table
-
-        return threshold_table(self.thresholds, self.split).shape[1]
-
-
-@dataclass(frozen=True)
-class CldSettings:
-    """``distill.cld``: ``mode`` diagonal | all | per_class | off; ``region`` a list of gt_boxes/confident/all."""
-
-    mode: str = "diagonal"
-    temperature: float = 1.0
-    region: tuple[str, ...] = ("gt_boxes", "confident")
-    confident_threshold: float = 0.1
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        w = "distill.cld"
-        if self.mode not in (*CLD_MODES, "off"):
-            _fail(f"{w}.mode", f"expected one of {', '.join((*CLD_MODES, 'off'))}, got {self.mode!r}")
-        if not self.temperature > 0:
-            _fail(f"{w}.temperature", f"must be > 0, got {self.temperature}")
-        bad = [r for r in self.region if r not in CLD_REGIONS]
-        if bad or not self.region:
-            _fail(
-                f"{w}.region",
-                f"expected a non-empty list of {', '.join(CLD_REGIONS)}, got {list(self.region)}",
-            )
-        if not 0 < self.confident_threshold < 1:
-            _fail(f"{w}.confident_threshold", f"must lie in (0, 1), got {self.confident_threshold}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-    def options(self) -> CldOptions:
-        return CldOptions(mode=self.mode, temperature=self.temperature)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class DistillSettings:
-    """The ``distill`` section of params.yaml: ``xgd`` and ``cld``."""
-
-    xgd: XgdSettings = XgdSettings()
-    cld: CldSettings = CldSettings()
-
-    @property
-    def enabled(self) -> bool:
-        return self.xgd.enabled or self.cld.enabled
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any] | None) -> DistillSettings:
-        values = dict(section or {})
-        _unknown(values, cls.__dataclass_fields__, "distill")
-        xgd = dict(values.get("xgd") or {})
-        _unknown(xgd, XgdSettings.__dataclass_fields__, "distill.xgd")
-        if isinstance(xgd.get("thresholds"), list):
-            xgd["thresholds"] = tuple(float(v) for v in xgd["thresholds"])
-        elif isinstance(xgd.get("thresholds"), Mapping):
-            xgd["thresholds"] = {k: tuple(float(x) for x in v) for k, v in xgd["thresholds"].items()}
-        cld = dict(values.get("cld") or {})
-        _unknown(cld, CldSettings.__dataclass_fields__, "distill.cld")
-        if "region" in cld:
-            region = cld["region"]
-            cld["region"] = (region,) if isinstance(region, str) else tuple(region)
-        return cls(XgdSettings(**xgd), CldSettings(**cld))
-
-    def to_dict(self) -> dict[str, Any]:
-        def plain(value: Any) -> Any:
-            if isinstance(value, tuple):
-                return [plain(v) for v in value]
-            if isinstance(value, Mapping):
-                return {k: plain(v) for k, v in value.items()}
-            return value
-
-        return {"xgd": plain(asdict(self.xgd)), "cld": plain(asdict(self.cld))}
 
 
 # ---------------------------------------------------------------------------------------- the cache
@@ -434,7 +249,7 @@ def student_losses(
                 class_ids,
                 frame_of,
                 len(samples),
-                x.options(),
+                XgdOptions(split=x.split, iou=x.iou, thresholds=x.thresholds, beta=x.beta),  # type: ignore[arg-type]
                 weight=regression_scale * x.weight,
             )
         else:
@@ -464,7 +279,8 @@ def student_losses(
             region |= cells_in_boxes(grid, [g.boxes for g in gts]).to(device)
         if "confident" in c.region:
             region |= confident_cells(teacher_logits, layout, c.confident_threshold)
-        terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, c.options(), weight=c.weight).loss
+        options = CldOptions(mode=c.mode, temperature=c.temperature)  # type: ignore[arg-type]
+        terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, options, weight=c.weight).loss
     terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
     return StepLosses(terms, kept, int(positive.sum()), loc_codes)
 
@@ -529,7 +345,7 @@ def student_model_checkpoint(
         "kind": MODEL_KIND,
         "model": model.state_dict(),
         "grid": model.grid.to_dict(),
-        "config": model.config.to_dict(),
+        "config": to_dict(model.config),
         "epoch": epoch,
         **(extra or {}),
     }
@@ -546,7 +362,7 @@ def load_student(
     config = dict(ckpt["config"])
     # Checkpoints written before the field existed were trained with a plain-ReLU regression tower.
     config.setdefault("box_tower_negative_slope", 0.0)
-    model = StereoStudent(StudentConfig.from_params(config), stored)
+    model = StereoStudent(load_settings(StudentConfig, config, "config", path), stored)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -632,9 +448,9 @@ def train_student(
     )
     identity = {
         "grid": grid.to_dict(),
-        "config": config.to_dict(),
-        "settings": settings.to_dict(),
-        "distill": distill.to_dict(),
+        "config": to_dict(config),
+        "settings": to_dict(settings),
+        "distill": to_dict(distill),
         "code": training_code_fingerprint(),
         "data": data_digest,
         "cache": None if cache is None else cache.identity,
@@ -722,7 +538,7 @@ def train_student(
             return ckpt_path
     final = out_dir / "student.pt"
     if lead:
-        extra = {"settings": settings.to_dict(), "distill": distill.to_dict()}
+        extra = {"settings": to_dict(settings), "distill": to_dict(distill)}
         save_atomic(student_model_checkpoint(model, settings.epochs, extra), final)
     ranks.barrier()
     return final

@@ -15,17 +15,7 @@ from stereodistill.data.prepared import PreparedSplit
 from stereodistill.geometry.boxes import points_in_boxes
 from stereodistill.geometry.views import mirror_boxes, mirror_points
 from stereodistill.teacher.augment import GroundTruthSampler, ObjectSample, rotate_z, scale
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """The ``teacher.train.augment`` section of params.yaml."""
-
-    flip_probability: float = 0.5
-    rotation: tuple[float, float] = (-0.78539816, 0.78539816)
-    scale: tuple[float, float] = (0.95, 1.05)
-    gt_sampling: dict[str, int] | None = None  # class name -> objects to paste per frame; None = off
-    gt_sampling_min_points: int = 5
+from stereodistill.teacher.settings import AugmentSettings
 
 
 @dataclass

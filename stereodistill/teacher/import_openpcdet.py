@@ -62,7 +62,8 @@ from torch import Tensor
 from stereodistill.checkpoints import load_weights_only, save_atomic
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import RANGE_CORNERS, AnchorGrid
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.teacher.model import SecondTeacher
+from stereodistill.teacher.settings import TeacherConfig
 from stereodistill.teacher.train import teacher_model_checkpoint
 
 SOURCE_FORMAT = "openpcdet-second"
@@ -537,12 +538,11 @@ def import_openpcdet(
     """
     grid = config = None
     if params_path is not None:
-        from stereodistill.params import load_params, require, section
+        from stereodistill.params import load_params
 
         params = load_params(params_path)
-        grid = AnchorGrid.from_params(section(params, "grid", params_path), params_path)
-        teacher = section(params, "teacher", params_path)
-        config = TeacherConfig.from_params(require(teacher, "model", "teacher", params_path))
+        grid = AnchorGrid.from_params(params.grid, params.source)
+        config = params.teacher.model
     imported = import_openpcdet_second(checkpoint, grid, config, sparse_layout)
     write_imported_teacher(imported, out)
     return imported

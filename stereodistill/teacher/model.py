@@ -9,9 +9,7 @@ docs/ARCHITECTURE.md). Inputs are project-frame points ``(N, F)``: x, y, z then 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,48 +18,9 @@ from stereodistill.errors import InputError
 from stereodistill.head.anchor_head import AnchorHead, HeadOutput
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.teacher.conv_algorithm import use_device_conv_algorithm
+from stereodistill.teacher.settings import TeacherConfig
 from stereodistill.teacher.sparse_backbone import BEVBackbone, SparseBackbone
 from stereodistill.teacher.voxelize import Voxelizer
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Network settings of the teacher (the ``teacher.model`` section of params.yaml)."""
-
-    point_features: int = 4  # x, y, z, intensity; 3 = xyz only (LIGA's teacher)
-    voxel_size: tuple[float, float, float] = (0.1, 0.1, 0.2)
-    max_points_per_voxel: int = 5
-    max_voxels: int = 40000
-    sparse_channels: tuple[int, ...] = (16, 32, 64)
-    sparse_out_channels: int = 64
-    bev_channels: tuple[int, int] = (64, 128)
-    bev_layers: tuple[int, int] = (3, 3)
-    bev_upsample_channels: int = 64
-    # Options that let the network be OpenPCDet's SECOND exactly (stereodistill.teacher.import_openpcdet). Their
-    # defaults keep the project's own teacher; to_dict() writes them only when not at the default, so configs
-    # stored before they existed still load and compare equal.
-    sparse_extra_z_voxels: int = 0  # OpenPCDet: 1 (sparse tensor 41 voxels high for a 40-voxel z range)
-    last_down_z_padding: int = 1  # OpenPCDet: 0 (VoxelBackBone8x conv4 pads (0, 1, 1))
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any], where: str = "teacher.model") -> TeacherConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise InputError(f"unknown field(s) {', '.join(f'{where}.{k}' for k in unknown)}", "params.yaml")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        for key in _OPTIONAL_FIELDS:
-            if out[key] == self.__dataclass_fields__[key].default:
-                del out[key]
-        return out
-
-
-# Fields added after the first checkpoints were written: left out of to_dict() while at their defaults.
-_OPTIONAL_FIELDS = ("sparse_extra_z_voxels", "last_down_z_padding")
 
 
 def bev_stride(config: TeacherConfig, grid: AnchorGrid) -> int:

@@ -13,7 +13,8 @@ from tqdm import tqdm
 from stereodistill.data.labels import KittiObject, write_label_file
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.box_coder import apply_direction, decode_boxes
-from stereodistill.head.decode import DecodeSettings, Detections, decode_frame, detections_to_kitti
+from stereodistill.head.decode import Detections, decode_frame, detections_to_kitti
+from stereodistill.head.settings import DecodeSettings
 from stereodistill.teacher.model import SecondTeacher
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,64 +27,20 @@ from stereodistill.fingerprint import source_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.head.losses import detection_losses
+from stereodistill.settings import load_settings, to_dict
 from stereodistill.teacher.augment import GroundTruthSampler
-from stereodistill.teacher.dataset import (
-    AugmentSettings,
-    TeacherFrames,
-    build_object_database,
-    collate_frames,
-)
-from stereodistill.teacher.model import SecondTeacher, TeacherConfig
+from stereodistill.teacher.dataset import TeacherFrames, build_object_database, collate_frames
+from stereodistill.teacher.model import SecondTeacher
+from stereodistill.teacher.settings import TeacherConfig, TeacherTrainSettings
 from stereodistill.training import read_loss_log, save_training_checkpoint, write_loss_log
 
 CHECKPOINT_KIND = "teacher-training"
 MODEL_KIND = "teacher"
 
 
-@dataclass(frozen=True)
-class TeacherTrainSettings:
-    """The ``teacher.train`` section of params.yaml."""
-
-    epochs: int = 20
-    batch_size: int = 4
-    lr: float = 0.003
-    weight_decay: float = 0.01
-    pct_start: float = 0.4
-    div_factor: float = 10.0
-    grad_clip: float = 10.0
-    seed: int = 0
-    num_workers: int = 0
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "loc": 2.0, "dir": 0.2})
-    augment: AugmentSettings = AugmentSettings()
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any]) -> TeacherTrainSettings:
-        values = dict(section)
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(
-                f"unknown field(s) {', '.join('teacher.train.' + k for k in unknown)}", "params.yaml"
-            )
-        aug = dict(values.pop("augment", {}) or {})
-        unknown = sorted(set(aug) - set(AugmentSettings.__dataclass_fields__))
-        if unknown:
-            raise InputError(
-                f"unknown field(s) {', '.join('teacher.train.augment.' + k for k in unknown)}", "params.yaml"
-            )
-        for key in ("rotation", "scale"):
-            if key in aug:
-                aug[key] = tuple(aug[key])
-        return cls(**values, augment=AugmentSettings(**aug))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
-        return d
-
-
 def _model_from(ckpt: Mapping[str, Any]) -> SecondTeacher:
     grid = AnchorGrid.from_dict(ckpt["grid"])
-    model = SecondTeacher(TeacherConfig.from_params(ckpt["config"]), grid)
+    model = SecondTeacher(load_settings(TeacherConfig, ckpt["config"], "config"), grid)
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -107,7 +62,7 @@ def teacher_model_checkpoint(
         "kind": MODEL_KIND,
         "model": model.state_dict(),
         "grid": model.grid.to_dict(),
-        "config": model.config.to_dict(),
+        "config": to_dict(model.config),
         "epoch": epoch,
         **(extra or {}),
     }
@@ -171,8 +126,8 @@ def train_teacher(
     ckpt_path = out_dir / "checkpoint.pt"
     identity = {
         "grid": grid.to_dict(),
-        "config": config.to_dict(),
-        "settings": settings.to_dict(),
+        "config": to_dict(config),
+        "settings": to_dict(settings),
         "code": training_code_fingerprint(),
         "data": split_fingerprint(split),
     }
@@ -264,7 +219,7 @@ def train_teacher(
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < settings.epochs:
             return ckpt_path
     final = out_dir / "teacher.pt"
-    save_atomic(teacher_model_checkpoint(model, settings.epochs, {"settings": settings.to_dict()}), final)
+    save_atomic(teacher_model_checkpoint(model, settings.epochs, {"settings": to_dict(settings)}), final)
     return final
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import struct
-import types
-import typing
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,11 @@ from kitti_fixtures import KittiFixture, _image
 from PIL import Image
 
 from stereodistill.data.prepared import PreparedSplit
-from stereodistill.params import SCHEMA, ListOf, MapOf, OneOf, check_params, load_params
+from stereodistill.distill.settings import DistillSettings
+from stereodistill.params import Params, load_params
+from stereodistill.settings import load_settings, to_dict
+from stereodistill.student.settings import StudentSettings
+from stereodistill.teacher.settings import TeacherSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -400,7 +404,7 @@ def test_10_refused_train_student_creates_no_out_dir(run_cli, teacher_cache_setu
 # ============================================================================================== params
 def _repo_params(tmp_path: Path, dotted: str, value: Any) -> Path:
     """params.yaml with every path under ``tmp_path/out`` and ``dotted`` set to ``value``."""
-    params = load_params(REPO / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     out = tmp_path / "out"
     params["data"].update(prepared_dir=str(out / "prepared"), root=str(out / "kitti"))
     params["teacher"]["out_dir"] = str(out / "teacher")
@@ -465,76 +469,25 @@ def test_11_the_shipped_params_files_pass_the_check():
         load_params(path)
 
 
-def _spec_of_hint(hint: Any) -> Any:
-    """The params.py spec a settings-class type hint stands for."""
-    if hint in (int, float, str, bool) or hint is Any:
-        return hint
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple:
-        return (
-            ListOf(_spec_of_hint(args[0]))
-            if args[-1] is Ellipsis
-            else ListOf(_spec_of_hint(args[0]), len(args))
-        )
-    if origin is dict:
-        return MapOf(_spec_of_hint(args[1]))
-    if origin in (typing.Union, types.UnionType):  # X | None: None first, as params.py writes it
-        return OneOf((None, *(_spec_of_hint(a) for a in args if a is not type(None))))
-    if dataclasses.is_dataclass(hint):
-        return OneOf((None, _fields_spec(hint)))
-    raise AssertionError(f"no spec for {hint!r}")
+def test_11_the_settings_defaults_are_params_yaml():
+    """Each settings class's defaults are params.yaml's values (the ``grid`` section is AnchorGrid's)."""
+    params = load_params(REPO / "params.yaml")
+    assert dataclasses.replace(params, grid=None, source=None) == Params()
 
 
-def _fields_spec(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: _spec_of_hint(hints[f.name]) for f in dataclasses.fields(cls)}
+def test_11_loading_the_params_imports_no_torch():
+    """Every command reads its settings before any work: the settings layer must stay light."""
+    code = "import sys; from stereodistill.params import load_params; load_params(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_11_the_params_schema_matches_the_settings_classes():
-    """params.py's SCHEMA is written out (importing torch to read the dataclasses would slow every stage down);
-    this keeps it equal to the classes' fields and type hints."""
-    from stereodistill.cache.schema import CacheSettings
-    from stereodistill.head.decode import DecodeSettings
-    from stereodistill.student.config import StudentConfig
-    from stereodistill.student.train import CldSettings, DistillSettings, StudentTrainSettings, XgdSettings
-    from stereodistill.teacher.model import TeacherConfig
-    from stereodistill.teacher.train import TeacherTrainSettings
-
-    cache = _fields_spec(CacheSettings)
-    cache["coverage"] = OneOf((None, {k: cache.pop(k) for k in ("iou_floor", "score_floor", "capacity")}))
-    cache["views"] = ListOf(str)
-    cld = _fields_spec(CldSettings)
-    cld["region"] = OneOf((str, ListOf(str)))  # DistillSettings.from_params takes one region as a string
-    xgd = _fields_spec(XgdSettings)
-    xgd["thresholds"] = SCHEMA["distill"]["xgd"].options[1]["thresholds"]  # Any in the class, checked there
-    expected = {
-        ("teacher", "model"): _fields_spec(TeacherConfig),
-        ("teacher", "train"): _fields_spec(TeacherTrainSettings),
-        ("teacher", "decode"): _fields_spec(DecodeSettings),
-        ("student", "model"): _fields_spec(StudentConfig),
-        ("student", "train"): _fields_spec(StudentTrainSettings),
-        ("student", "decode"): _fields_spec(DecodeSettings),
-        ("cache",): cache,
-        ("distill", "xgd"): OneOf((None, xgd)),
-        ("distill", "cld"): OneOf((None, cld)),
-    }
-    for keys, spec in expected.items():
-        schema = SCHEMA
-        for key in keys:
-            schema = schema[key]
-        assert schema == spec, ".".join(keys)
-    # Every default of the classes passes the check (tuples written as YAML lists).
-    defaults = {
-        "student": {"train": dataclasses.asdict(StudentTrainSettings()), "model": StudentConfig().to_dict()},
-        "teacher": {"train": TeacherTrainSettings().to_dict(), "model": TeacherConfig().to_dict()},
-        "distill": DistillSettings().to_dict(),
-    }
-    check_params(yaml.safe_load(yaml.safe_dump(_plain(defaults))))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+def test_11_to_dict_round_trips_through_yaml():
+    params = load_params(REPO / "docs" / "presets" / "params.kitti.yaml")
+    for cls, where, value in [
+        (StudentSettings, "student", params.student),
+        (TeacherSettings, "teacher", params.teacher),
+        (DistillSettings, "distill", params.distill),
+    ]:
+        plain = yaml.safe_load(yaml.safe_dump(to_dict(value)))
+        assert plain == to_dict(value)
+        assert load_settings(cls, plain, where) == value

@@ -32,6 +32,8 @@ from cache_fixtures import SMALL, anchor_grid, assert_stores_equal, store_arrays
 from stereodistill.cache.lock import lock_path
 from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.errors import OutputError
+from stereodistill.params import load_params
+from stereodistill.settings import to_dict
 
 EXE = Path(sys.executable).parent / "stereodistill"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -133,7 +135,7 @@ def _teacher_params(split: Path, out_dir: Path) -> dict:
         "grid": grid.to_dict(),
         "teacher": {
             "out_dir": str(out_dir),
-            "model": {**SMALL.to_dict()},
+            "model": to_dict(SMALL),
             "train": {
                 "epochs": 3,
                 "batch_size": 2,
@@ -399,7 +401,7 @@ def test_disk_full_during_cache_write_is_reported_and_the_store_resumes(
     assert "resumable" in result.stderr
     with pytest.raises(OutputError, match="1 complete shard"):
         calls["n"] = 1
-        cache_teacher_from_params(yaml.safe_load(params.read_text()), progress=False)
+        cache_teacher_from_params(load_params(params), progress=False)
     monkeypatch.setattr(local, "_put", put)
     root = zarr.open_group(store, mode="r", use_consolidated=False)
     assert root.attrs.get("complete") is not True and root["shard_complete"][:].tolist() == [1, 0, 0, 0]

@@ -1,58 +1,24 @@
-"""Network settings of the LIGA-Stereo-style stereo student (the ``student.model`` section of params.yaml).
+"""The ``student`` section of params.yaml: output folder, network, training and decoding.
 
-The defaults are a CPU-sized student for the default synthetic benchmark (640 x 192 images, f_u = 360 px,
-the default 0.4 m anchor grid over x in [2, 40.4] m): features at 1/4 resolution with 16 channels, 24 depth
-planes over [2, 40.4] m (1.6 m apart), a group-wise correlation volume, 8 height cells pooled to 4.
-
-``kitti`` preset (LIGA-Stereo scale, METHOD.md §2; meant for a 0.2 m grid over [2, 59.6] x [-30.4, 30.4] x
-[-3, 1] and full-size KITTI images): :data:`KITTI_PRESET`, i.e. the ``student.model`` mapping::
-
-    backbone_channels: [64, 128, 128, 128]   backbone_strides: [1, 2, 1, 1]   backbone_blocks: [3, 4, 6, 3]
-    stereo_channels: 32      semantic_channels: 32
-    cost_volume: concat      depth_min: 2.0   depth_max: 59.6   num_planes: 72      # planes 2.4 + 0.8 i
-    cost_channels: 32        volume_channels: 32
-    voxel_z: 20              z_pool: 4        bev_channels: 64   norm_groups: 32
-
-(LIGA's 2D trunk is an ImageNet ResNet-34 with dilations and an SPP neck, and its stereo feature is full
-resolution; this student is trained from scratch, has no SPP, and builds every feature at 1/stride.)
+Defaults are params.yaml's values (a CPU-sized student for the synthetic benchmark); the LIGA-Stereo-scale
+``kitti`` preset is docs/presets/params.kitti.yaml. Imports no torch (see :mod:`stereodistill.settings`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-import torch
-
-from stereodistill.errors import InputError
+from stereodistill.head.settings import DecodeSettings
+from stereodistill.settings import fail
 
 COST_VOLUME_KINDS = ("concat", "gwc")
-
-# LIGA-Stereo-scale settings (see the module docstring); ``StudentConfig.from_params(KITTI_PRESET)``.
-KITTI_PRESET: dict[str, Any] = {
-    "backbone_channels": [64, 128, 128, 128],
-    "backbone_strides": [1, 2, 1, 1],
-    "backbone_blocks": [3, 4, 6, 3],
-    "stereo_channels": 32,
-    "semantic_channels": 32,
-    "cost_volume": "concat",
-    "depth_min": 2.0,
-    "depth_max": 59.6,
-    "num_planes": 72,
-    "cost_channels": 32,
-    "volume_channels": 32,
-    "voxel_z": 20,
-    "z_pool": 4,
-    "bev_channels": 64,
-    "norm_groups": 32,
-}
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Student network settings. Validated on construction (``InputError`` naming ``student.model.<field>``)."""
+    """``student.model``: the network. Defaults: the CPU-sized student of the synthetic benchmark."""
 
     # 2D trunk: a stride-2 stem, then one stage per entry (a stage = ``blocks`` residual blocks, the first with
     # the stage's stride). The feature stride is 2 * prod(backbone_strides).
@@ -66,11 +32,11 @@ class StudentConfig:
     gwc_groups: int = 8
     depth_min: float = 2.0
     depth_max: float = 40.4
-    num_planes: int = 24
+    num_planes: int = 16
     cost_channels: int = 16  # 3D aggregation width (the hourglass goes to 2x this)
     # Frustum -> voxels -> BEV.
-    voxel_z: int = 8  # height cells over the grid's z range
-    z_pool: int = 2  # average-pool factor over height after lifting (voxel_z must be a multiple)
+    voxel_z: int = 4  # height cells over the grid's z range
+    z_pool: int = 1  # average-pool factor over height after lifting (voxel_z must be a multiple)
     volume_channels: int = 16
     bev_channels: int = 32
     norm_groups: int = 4  # GroupNorm groups everywhere (every channel count must be a multiple)
@@ -79,11 +45,6 @@ class StudentConfig:
     box_tower_negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
-        where = "student.model"
-
-        def fail(field: str, message: str) -> None:
-            raise InputError(f"{where}.{field}: {message}", "params.yaml")
-
         n = len(self.backbone_channels)
         if n == 0 or len(self.backbone_strides) != n or len(self.backbone_blocks) != n:
             fail(
@@ -123,18 +84,6 @@ class StudentConfig:
                     f"every channel count must be a positive multiple of norm_groups ({self.norm_groups})",
                 )
 
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any], where: str = "student.model") -> StudentConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise InputError(f"unknown field(s) {', '.join(f'{where}.{k}' for k in unknown)}", "params.yaml")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
     # ------------------------------------------------------------------ derived quantities
     @property
     def feature_stride(self) -> int:
@@ -146,11 +95,64 @@ class StudentConfig:
         """Distance in metres between neighbouring depth planes."""
         return (self.depth_max - self.depth_min) / self.num_planes
 
-    def plane_depths(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Plane depths ``(D,)`` float32: ``depth_min + (i + 0.5) * plane_step`` (interval centres, as LIGA)."""
-        i = torch.arange(self.num_planes, dtype=torch.float64)
-        return (self.depth_min + (i + 0.5) * self.plane_step).to(device=device, dtype=torch.float32)
-
     @property
     def cost_volume_channels(self) -> int:
         return 2 * self.stereo_channels if self.cost_volume == "concat" else self.gwc_groups
+
+
+@dataclass(frozen=True)
+class StudentTrainSettings:
+    """``student.train``: AdamW, warm-up, cosine or step decay, the stereo flip, loss weights."""
+
+    epochs: int = 24
+    batch_size: int = 2
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.1  # the warm-up starts at lr * warmup_factor
+    schedule: str = "cosine"  # cosine | step
+    step_epochs: tuple[int, ...] = (50,)
+    step_gamma: float = 0.1
+    min_lr_ratio: float = 0.05  # cosine ends at lr * min_lr_ratio
+    grad_clip: float = 10.0
+    seed: int = 0
+    num_workers: int = 0
+    flip_probability: float = 0.5
+    image_scale: int = 2  # integer image downsampling (P2/P3 scaled consistently), see student/dataset.py
+    frame_limit: int = 0  # > 0: train on the first that many frames only (smoke runs)
+    regression_warmup_epochs: float = 4.0  # loc and XGD weights ramp 0 -> 1 over these epochs (0: no ramp)
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"cls": 1.0, "loc": 2.0, "dir": 0.2, "depth": 1.0}
+    )
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            fail("epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            fail("lr", f"must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            fail("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 <= self.flip_probability <= 1.0:
+            fail("flip_probability", f"must lie in [0, 1], got {self.flip_probability}")
+        if not isinstance(self.image_scale, int) or self.image_scale < 1:
+            fail("image_scale", f"must be a positive integer, got {self.image_scale!r}")
+        if not self.regression_warmup_epochs >= 0:
+            fail("regression_warmup_epochs", f"must be >= 0, got {self.regression_warmup_epochs}")
+        if self.warmup_epochs < 0:
+            fail("warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.warmup_factor <= 1:
+            fail("warmup_factor", f"need 0 < warmup_factor <= 1, got {self.warmup_factor}")
+        if set(self.loss_weights) != {"cls", "loc", "dir", "depth"}:
+            fail("loss_weights", f"needs exactly cls, loc, dir, depth; got {sorted(self.loss_weights)}")
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    """The ``student`` section."""
+
+    out_dir: str = "models/student"  # checkpoint.pt, student.pt, loss_log.csv
+    model: StudentConfig = StudentConfig()
+    train: StudentTrainSettings = StudentTrainSettings()
+    decode: DecodeSettings = DecodeSettings()

@@ -1,0 +1,28 @@
+"""The ``data`` section of params.yaml: where the KITTI-layout data and its prepared splits live, and the
+synthetic benchmark's settings. Defaults are params.yaml's values; imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """``data.synth``: the synthetic benchmark (read only by the `synthesize` stage)."""
+
+    out: str = "data/synthetic"
+    preset: str = "default"  # default (CPU-sized) or kitti (KITTI resolution and range)
+    frames: int = 160
+    val_fraction: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``data`` section."""
+
+    root: str = "data/synthetic"  # a KITTI object-layout root (training/, testing/)
+    split_dir: str = "data/synthetic/ImageSets"  # train.txt / val.txt
+    prepared_dir: str = "data/prepared"  # one HDF5 file per split: {split}.h5
+    splits: tuple[str, ...] = ("train", "val")
+    synth: SynthSettings = SynthSettings()
