@@ -25,6 +25,7 @@ from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
 from stereodistill.head.decode import DecodeSettings
+from stereodistill.student.checkpoint import load_student, student_model_checkpoint
 from stereodistill.student.config import KITTI_PRESET, StudentConfig
 from stereodistill.student.dataset import (
     StudentFrames,
@@ -35,20 +36,13 @@ from stereodistill.student.dataset import (
     scale_depth_rows,
 )
 from stereodistill.student.flip import flip_boxes
+from stereodistill.student.losses import student_losses
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
-from stereodistill.student.train import (
-    DistillSettings,
-    StudentTrainSettings,
-    epoch_indices,
-    load_student,
-    lr_factor,
-    open_cache,
-    regression_factor,
-    student_losses,
-    student_model_checkpoint,
-    train_student,
-)
+from stereodistill.student.ranks import epoch_indices
+from stereodistill.student.schedule import lr_factor, regression_factor
+from stereodistill.student.teacher_cache import open_cache
+from stereodistill.student.train import DistillSettings, StudentTrainSettings, train_student
 
 
 @pytest.fixture(autouse=True)

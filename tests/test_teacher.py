@@ -17,11 +17,12 @@ from stereodistill.geometry.boxes import points_in_boxes
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
 from stereodistill.teacher.augment import flip_y, rotate_z, scale
+from stereodistill.teacher.checkpoint import load_teacher, teacher_model_checkpoint
 from stereodistill.teacher.conv_algorithm import conv_algorithm_for, use_device_conv_algorithm
 from stereodistill.teacher.dataset import AugmentSettings
 from stereodistill.teacher.model import SecondTeacher, TeacherConfig, bev_stride
 from stereodistill.teacher.predict import iterate_responses, predict_to_kitti
-from stereodistill.teacher.train import TeacherTrainSettings, load_teacher, train_teacher
+from stereodistill.teacher.train import TeacherTrainSettings, train_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
 SMALL = TeacherConfig(
@@ -232,7 +233,6 @@ def test_load_teacher_checks_kind_and_grid(grid, tmp_path):
     with pytest.raises(InputError, match="not a loadable checkpoint"):
         load_teacher(tmp_path / "trunc.pt")
     from stereodistill.checkpoints import save_atomic
-    from stereodistill.teacher.train import teacher_model_checkpoint
 
     save_atomic(teacher_model_checkpoint(SecondTeacher(SMALL, grid), 0), tmp_path / "t.pt")
     other = AnchorGrid.from_dict({**grid.to_dict(), "rotations": [0.0]})

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import CELL_CENTRE, RANGE_CORNERS, AnchorGrid
+from stereodistill.teacher.checkpoint import load_teacher
 from stereodistill.teacher.conv_algorithm import use_device_conv_algorithm
 from stereodistill.teacher.import_openpcdet import (
     NATIVE,
@@ -38,7 +39,6 @@ from stereodistill.teacher.import_openpcdet import (
     write_imported_teacher,
 )
 from stereodistill.teacher.model import SecondTeacher, TeacherConfig
-from stereodistill.teacher.train import load_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
 # ------------------------------------------------------------------------------------ OpenPCDet reference modules

@@ -13,14 +13,10 @@ from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
 from stereodistill.params import require, section
+from stereodistill.student.checkpoint import load_student
 from stereodistill.student.config import StudentConfig
 from stereodistill.student.predict import predict_to_kitti
-from stereodistill.student.train import (
-    DistillSettings,
-    StudentTrainSettings,
-    load_student,
-    train_student,
-)
+from stereodistill.student.train import DistillSettings, StudentTrainSettings, train_student
 
 
 def check_cache_teacher(cache_path: str | Path, teacher: Any) -> None:

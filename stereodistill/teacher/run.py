@@ -10,9 +10,10 @@ from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.decode import DecodeSettings
 from stereodistill.params import require, section
+from stereodistill.teacher.checkpoint import load_teacher
 from stereodistill.teacher.model import TeacherConfig
 from stereodistill.teacher.predict import predict_to_kitti
-from stereodistill.teacher.train import TeacherTrainSettings, load_teacher, train_teacher
+from stereodistill.teacher.train import TeacherTrainSettings, train_teacher
 
 
 def train_teacher_from_params(
