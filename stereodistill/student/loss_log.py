@@ -20,6 +20,7 @@ LOG_COLUMNS_BASE = ["step", "epoch", *LOSS_TERMS, *LOC_CODE_COLUMNS, "positives"
 
 
 def log_columns(distill: DistillSettings) -> list[str]:
+    """The log's columns: one ``xgd_kept_<component>`` per component ``distill.xgd`` distils (none when off)."""
     names: tuple[str, ...] = ()
     if distill.xgd.mode == "xgd":
         names = tuple(components(distill.xgd.split))  # type: ignore[arg-type]

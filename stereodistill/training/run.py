@@ -14,15 +14,17 @@ an uninterrupted one would.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
-from stereodistill.cache.ranks import Ranks
 from stereodistill.checkpoints import load_checkpoint, save_atomic
 from stereodistill.errors import InputError
 from stereodistill.training.loss_log import read_loss_log, write_loss_log
+
+if TYPE_CHECKING:
+    from stereodistill.cache.ranks import Ranks
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss_log.csv"
