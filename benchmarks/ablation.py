@@ -80,7 +80,8 @@ def execute(run: Run) -> tuple[str, int, float]:
     import torch
 
     from stereodistill.params import parse_params
-    from stereodistill.student.run import evaluate_student_from_params, train_student_from_params
+    from stereodistill.student.evaluate import evaluate_student_from_params
+    from stereodistill.student.run import train_student_from_params
 
     torch.set_num_threads(run.threads)
     record = run.run_dir / "run.json"

@@ -32,7 +32,7 @@ from stereodistill.cache.writer import write_cache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import load_params
-from stereodistill.teacher.train import load_teacher
+from stereodistill.teacher.checkpoint import load_teacher
 
 CODECS = {
     "none": None,

@@ -41,15 +41,12 @@ from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
 from stereodistill.params import Params, load_params
 from stereodistill.student.dataset import StudentFrames, StudentSample, collate_samples
+from stereodistill.student.losses import student_losses
 from stereodistill.student.model import StereoStudent
-from stereodistill.student.train import (
-    epoch_indices,
-    open_cache,
-    student_losses,
-    views_needed,
-)
+from stereodistill.student.ranks import epoch_indices
+from stereodistill.student.teacher_cache import open_cache, views_needed
+from stereodistill.teacher.checkpoint import load_teacher
 from stereodistill.teacher.model import SecondTeacher
-from stereodistill.teacher.train import load_teacher
 
 MODES = ("store", "memory", "online")
 

@@ -2,7 +2,7 @@
 
 from stereodistill.params import load_params
 from stereodistill.stage_runner import run_stage
-from stereodistill.student.run import evaluate_student_from_params
+from stereodistill.student.evaluate import evaluate_student_from_params
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from stereodistill.params import load_params
 from stereodistill.stage_runner import run_stage
-from stereodistill.teacher.run import evaluate_teacher_from_params
+from stereodistill.teacher.evaluate import evaluate_teacher_from_params
 
 
 def main() -> None:

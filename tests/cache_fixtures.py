@@ -20,9 +20,9 @@ from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import parse_params
+from stereodistill.teacher.checkpoint import teacher_model_checkpoint
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig
-from stereodistill.teacher.train import teacher_model_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = TeacherConfig(

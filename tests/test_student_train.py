@@ -29,6 +29,7 @@ from stereodistill.head.assigner import TargetAssigner
 from stereodistill.head.settings import DecodeSettings
 from stereodistill.params import load_params
 from stereodistill.settings import load_settings, to_dict
+from stereodistill.student.checkpoint import load_student, student_model_checkpoint
 from stereodistill.student.dataset import (
     StudentFrames,
     batch_inputs,
@@ -37,19 +38,14 @@ from stereodistill.student.dataset import (
     scale_calibration,
     scale_depth_rows,
 )
+from stereodistill.student.losses import student_losses
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
+from stereodistill.student.ranks import epoch_indices
+from stereodistill.student.schedule import lr_factor, regression_factor
 from stereodistill.student.settings import StudentConfig, StudentTrainSettings
-from stereodistill.student.train import (
-    epoch_indices,
-    load_student,
-    lr_factor,
-    open_cache,
-    regression_factor,
-    student_losses,
-    student_model_checkpoint,
-    train_student,
-)
+from stereodistill.student.teacher_cache import open_cache
+from stereodistill.student.train import train_student
 
 
 @pytest.fixture(autouse=True)

@@ -19,11 +19,12 @@ from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.settings import DecodeSettings
 from stereodistill.settings import load_settings
 from stereodistill.teacher.augment import rotate_z, scale
+from stereodistill.teacher.checkpoint import load_teacher, teacher_model_checkpoint
 from stereodistill.teacher.conv_algorithm import conv_algorithm_for, use_device_conv_algorithm
 from stereodistill.teacher.model import SecondTeacher, bev_stride
 from stereodistill.teacher.predict import iterate_responses, predict_to_kitti
 from stereodistill.teacher.settings import AugmentSettings, TeacherConfig, TeacherTrainSettings
-from stereodistill.teacher.train import load_teacher, train_teacher
+from stereodistill.teacher.train import train_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
 SMALL = TeacherConfig(
@@ -235,7 +236,6 @@ def test_load_teacher_checks_kind_and_grid(grid, tmp_path):
     with pytest.raises(InputError, match="not a loadable checkpoint"):
         load_teacher(tmp_path / "trunc.pt")
     from stereodistill.checkpoints import save_atomic
-    from stereodistill.teacher.train import teacher_model_checkpoint
 
     save_atomic(teacher_model_checkpoint(SecondTeacher(SMALL, grid), 0), tmp_path / "t.pt")
     other = AnchorGrid.from_dict({**grid.to_dict(), "rotations": [0.0]})

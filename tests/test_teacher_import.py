@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import CELL_CENTRE, RANGE_CORNERS, AnchorGrid
 from stereodistill.settings import load_settings, to_dict
+from stereodistill.teacher.checkpoint import load_teacher
 from stereodistill.teacher.conv_algorithm import use_device_conv_algorithm
 from stereodistill.teacher.import_openpcdet import (
     NATIVE,
@@ -40,7 +41,6 @@ from stereodistill.teacher.import_openpcdet import (
 )
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig
-from stereodistill.teacher.train import load_teacher
 from stereodistill.teacher.voxelize import Voxelizer
 
 # ------------------------------------------------------------------------------------ OpenPCDet reference modules

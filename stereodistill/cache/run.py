@@ -13,7 +13,7 @@ from stereodistill.checkpoints import load_checkpoint
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
-from stereodistill.teacher.train import MODEL_KIND, load_teacher
+from stereodistill.teacher.checkpoint import MODEL_KIND, load_teacher
 
 
 def teacher_identity(path: str | Path) -> dict[str, Any]:

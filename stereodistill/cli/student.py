@@ -35,6 +35,6 @@ def student() -> None:
 def evaluate_student(params_path: Path, progress: bool) -> None:
     """Detect on the evaluation split and score with the KITTI protocol (the `evaluate_student` stage)."""
     from stereodistill.params import load_params
-    from stereodistill.student.run import evaluate_student_from_params
+    from stereodistill.student.evaluate import evaluate_student_from_params
 
     evaluate_student_from_params(load_params(params_path), progress=progress)

@@ -35,7 +35,7 @@ def teacher() -> None:
 def evaluate_teacher(params_path: Path, progress: bool) -> None:
     """Detect on the evaluation split and score with the KITTI protocol (the `evaluate_teacher` stage)."""
     from stereodistill.params import load_params
-    from stereodistill.teacher.run import evaluate_teacher_from_params
+    from stereodistill.teacher.evaluate import evaluate_teacher_from_params
 
     evaluate_teacher_from_params(load_params(params_path), progress=progress)
 

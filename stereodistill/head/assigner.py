@@ -98,6 +98,10 @@ class FrameGroundTruth:
             raise ValueError(f"{ib.shape[0]} ignore boxes but {ic.shape[0]} ignore class ids")
         return cls(boxes, classes, ib, ic, dc)
 
+    def to(self, device: torch.device | str) -> FrameGroundTruth:
+        """The same ground truth with every tensor on ``device``."""
+        return FrameGroundTruth(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
+
 
 def ground_truth_from_labels(
     names: Sequence[str], boxes: np.ndarray | Tensor, class_names: Sequence[str]

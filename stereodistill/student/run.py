@@ -1,4 +1,4 @@
-"""The student's pipeline steps driven by params.yaml: shared by `stages/` and the CLI."""
+"""Training the student from params.yaml: what the `train_student` stage and `stereodistill train-student` run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.store import file_sha256
 from stereodistill.checkpoints import default_device
 from stereodistill.errors import InputError
-from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
-from stereodistill.student.predict import predict_to_kitti
-from stereodistill.student.train import load_student, train_student
+from stereodistill.student.train import train_student
 
 
 def check_cache_teacher(cache_path: str | Path, teacher_out_dir: str) -> None:
@@ -59,20 +57,3 @@ def train_student_from_params(
         device=default_device(),
         progress=progress,
     )
-
-
-def evaluate_student_from_params(params: Params, progress: bool = True) -> dict:
-    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
-    grid = AnchorGrid.from_params(params.grid, params.source)
-    model, ckpt = load_student(Path(params.student.out_dir) / "student.pt", default_device(), grid)
-    image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
-    split = evaluation_split(params)
-    detections = predict_to_kitti(
-        model,
-        split,
-        params.student.decode,
-        params.evaluate.student_predictions,
-        image_scale=image_scale,
-        progress=progress,
-    )
-    return score_and_write(params, split, detections, params.evaluate.student_metrics)

@@ -62,9 +62,9 @@ from torch import Tensor
 from stereodistill.checkpoints import load_weights_only, save_atomic
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import RANGE_CORNERS, AnchorGrid
+from stereodistill.teacher.checkpoint import teacher_model_checkpoint
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig
-from stereodistill.teacher.train import teacher_model_checkpoint
 
 SOURCE_FORMAT = "openpcdet-second"
 
@@ -517,7 +517,7 @@ def import_openpcdet_second(
 
 
 def write_imported_teacher(imported: ImportedTeacher, out: str | Path) -> Path:
-    """Save as a StereoDistill teacher checkpoint (:func:`~stereodistill.teacher.train.load_teacher` reads it)."""
+    """Save as a StereoDistill teacher checkpoint (:func:`~stereodistill.teacher.checkpoint.load_teacher` reads it)."""
     out = Path(out)
     save_atomic(
         teacher_model_checkpoint(imported.model, imported.epoch, {"imported_from": imported.provenance}), out

@@ -1,15 +1,13 @@
-"""The teacher's pipeline steps driven by params.yaml: shared by `stages/` and the CLI."""
+"""Training the teacher from params.yaml: what the `train_teacher` stage and `stereodistill train-teacher` run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from stereodistill.checkpoints import default_device
-from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
-from stereodistill.teacher.predict import predict_to_kitti
-from stereodistill.teacher.train import load_teacher, train_teacher
+from stereodistill.teacher.train import train_teacher
 
 
 def train_teacher_from_params(
@@ -28,14 +26,3 @@ def train_teacher_from_params(
         device=default_device(),
         progress=progress,
     )
-
-
-def evaluate_teacher_from_params(params: Params, progress: bool = True) -> dict:
-    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
-    grid = AnchorGrid.from_params(params.grid, params.source)
-    model = load_teacher(Path(params.teacher.out_dir) / "teacher.pt", default_device(), grid)
-    split = evaluation_split(params)
-    detections = predict_to_kitti(
-        model, split, params.teacher.decode, params.evaluate.teacher_predictions, progress
-    )
-    return score_and_write(params, split, detections, params.evaluate.teacher_metrics)

@@ -1,72 +1,34 @@
 """Training the LiDAR teacher (the `train_teacher` stage and `stereodistill train-teacher`).
 
-AdamW with a one-cycle schedule, SECOND's augmentations, gradient clipping, a per-epoch loss log (a DVC plot)
-and a checkpoint after every epoch. ``resume=True`` continues from the last checkpoint; because sample order and
-augmentation depend only on (seed, epoch, frame), a resumed run trains on exactly what an uninterrupted one would.
-
-Outputs in ``out_dir``: ``checkpoint.pt`` (latest epoch: model, optimizer, scheduler, epoch, settings, grid),
-``teacher.pt`` (the finished model, written once the last epoch is done) and ``loss_log.csv``.
+AdamW with a one-cycle schedule, SECOND's augmentations, gradient clipping and a per-epoch loss log; resume,
+checkpoints and the finished ``teacher.pt`` are the shared run's (:mod:`stereodistill.training.run`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from stereodistill.checkpoints import load_checkpoint, save_atomic
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
-from stereodistill.errors import InputError
-from stereodistill.fingerprint import source_fingerprint
+from stereodistill.fingerprint import code_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.head.losses import detection_losses
-from stereodistill.settings import load_settings, to_dict
+from stereodistill.settings import to_dict
 from stereodistill.teacher.augment import GroundTruthSampler
-from stereodistill.teacher.dataset import TeacherFrames, build_object_database, collate_frames
+from stereodistill.teacher.checkpoint import MODEL_KIND, teacher_model_checkpoint
+from stereodistill.teacher.dataset import (
+    TeacherFrames,
+    build_object_database,
+    collate_frames,
+)
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig, TeacherTrainSettings
-from stereodistill.training import read_loss_log, save_training_checkpoint, write_loss_log
-
-CHECKPOINT_KIND = "teacher-training"
-MODEL_KIND = "teacher"
-
-
-def _model_from(ckpt: Mapping[str, Any]) -> SecondTeacher:
-    grid = AnchorGrid.from_dict(ckpt["grid"])
-    model = SecondTeacher(load_settings(TeacherConfig, ckpt["config"], "config"), grid)
-    model.load_state_dict(ckpt["model"])
-    return model
-
-
-def load_teacher(
-    path: str | Path, device: torch.device | str = "cpu", grid: AnchorGrid | None = None
-) -> SecondTeacher:
-    """The finished teacher at ``path`` on ``device`` in eval mode; checked against ``grid`` when given."""
-    ckpt = load_checkpoint(path, MODEL_KIND)
-    if grid is not None:
-        grid.check_compatible(AnchorGrid.from_dict(ckpt["grid"]), what=str(path))
-    return _model_from(ckpt).to(device).eval()
-
-
-def teacher_model_checkpoint(
-    model: SecondTeacher, epoch: int, extra: Mapping[str, Any] | None = None
-) -> dict:
-    return {
-        "kind": MODEL_KIND,
-        "model": model.state_dict(),
-        "grid": model.grid.to_dict(),
-        "config": to_dict(model.config),
-        "epoch": epoch,
-        **(extra or {}),
-    }
-
+from stereodistill.training.run import TrainingRun
 
 LOG_COLUMNS = ["epoch", "total", "cls", "loc", "dir", "lr", "seconds"]
 
@@ -90,7 +52,6 @@ def train_teacher(
     under a different one is an error, or, with ``restart_on_mismatch`` (the DVC stage, whose output persists
     between runs), a fresh start. ``stop_after_epoch`` ends early after that epoch (for tests of resume).
     """
-    out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(settings.seed)
     split = PreparedSplit(train_split)
@@ -122,39 +83,27 @@ def train_teacher(
         base_momentum=0.85,
         max_momentum=0.95,
     )
-    start_epoch = 0
-    ckpt_path = out_dir / "checkpoint.pt"
     identity = {
         "grid": grid.to_dict(),
         "config": to_dict(config),
         "settings": to_dict(settings),
-        "code": training_code_fingerprint(),
+        "code": code_fingerprint(__name__),
         "data": split_fingerprint(split),
     }
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, CHECKPOINT_KIND, map_location=device)
-        changed = [key for key in identity if ckpt.get(key) != identity[key]]
-        if not changed:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch = int(ckpt["epoch"])
-            tqdm.write(f"resuming the teacher after epoch {start_epoch} from {ckpt_path}")
-        elif restart_on_mismatch:
-            tqdm.write(
-                f"not resuming from {ckpt_path}: the teacher's {', '.join(changed)} changed; starting over"
-            )
-        else:
-            raise InputError(
-                f"cannot resume: the teacher's {', '.join(changed)} changed since this checkpoint was written "
-                "(delete it to start over)",
-                ckpt_path,
-            )
-    log_path = out_dir / "loss_log.csv"
-    log_rows: list[dict[str, Any]] = read_loss_log(log_path, start_epoch)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
+    run = TrainingRun(
+        MODEL_KIND,
+        out_dir,
+        identity,
+        model,
+        optimizer,
+        scheduler,
+        settings.epochs,
+        LOG_COLUMNS,
+        stop_after_epoch=stop_after_epoch,
+    )
+    run.start(resume, restart_on_mismatch, device)
 
-    for epoch in range(start_epoch + 1, settings.epochs + 1):
+    for epoch in run.epochs():
         model.train()
         frames.set_epoch(epoch)
         order = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
@@ -180,7 +129,7 @@ def train_teacher(
             gts = [
                 ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid.class_names) for f in batch
             ]
-            targets = assigner.assign_batch([_to(gt, device) for gt in gts])
+            targets = assigner.assign_batch([gt.to(device) for gt in gts])
             out = model.head.flatten(model(points))
             losses = detection_losses(
                 out.cls,
@@ -202,7 +151,7 @@ def train_teacher(
                 sums[key] += float(losses[key].detach())
             bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
         n = len(loader)
-        log_rows.append(
+        run.log_rows.append(
             {
                 "epoch": epoch,
                 **{k: f"{v / n:.6f}" for k, v in sums.items()},
@@ -210,30 +159,9 @@ def train_teacher(
                 "seconds": f"{time.perf_counter() - started:.1f}",
             }
         )
-        write_loss_log(log_path, log_rows, LOG_COLUMNS)
-        save_training_checkpoint(ckpt_path, CHECKPOINT_KIND, model, optimizer, scheduler, epoch, identity)
-        tqdm.write(
+        run.end_epoch(
+            epoch,
             f"teacher epoch {epoch}: loss {sums['total'] / n:.4f} "
-            f"(cls {sums['cls'] / n:.4f}, loc {sums['loc'] / n:.4f}, dir {sums['dir'] / n:.4f})"
+            f"(cls {sums['cls'] / n:.4f}, loc {sums['loc'] / n:.4f}, dir {sums['dir'] / n:.4f})",
         )
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < settings.epochs:
-            return ckpt_path
-    final = out_dir / "teacher.pt"
-    save_atomic(teacher_model_checkpoint(model, settings.epochs, {"settings": to_dict(settings)}), final)
-    return final
-
-
-def _to(gt, device):
-    return type(gt)(*(getattr(gt, f).to(device) for f in gt.__dataclass_fields__))
-
-
-def training_code_fingerprint() -> str:
-    """Fingerprint of the code a teacher's training runs (teacher, head, geometry, prepared-data reader)."""
-    import stereodistill.data.prepared as prepared
-    import stereodistill.geometry as geometry
-    import stereodistill.head as head
-    import stereodistill.teacher as teacher
-
-    digest = hashlib.sha256(source_fingerprint(teacher, head, geometry).encode())
-    digest.update(Path(prepared.__file__).read_bytes())
-    return digest.hexdigest()
+    return run.finish(teacher_model_checkpoint(model, settings.epochs, {"settings": to_dict(settings)}))

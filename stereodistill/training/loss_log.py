@@ -1,4 +1,4 @@
-"""What the teacher's and the student's training loops share: the loss log and the resumable checkpoint."""
+"""The training loss log: a CSV with one row per epoch (teacher) or optimiser step (student), a DVC plot."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
-
-from stereodistill.checkpoints import save_atomic
 
 
 def read_loss_log(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
@@ -28,24 +24,3 @@ def write_loss_log(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
-
-
-def save_training_checkpoint(
-    path: Path,
-    kind: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-    identity: dict[str, Any],
-) -> None:
-    """The state a resumed run needs after ``epoch``, with the run's ``identity`` (compared on resume)."""
-    state = {
-        "kind": kind,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        **identity,
-    }
-    save_atomic(state, path)

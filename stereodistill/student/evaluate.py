@@ -1,0 +1,29 @@
+"""Scoring the student from params.yaml: what the `evaluate_student` stage and `stereodistill student evaluate` run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stereodistill.checkpoints import default_device
+from stereodistill.evaluation.stage import evaluation_split, score_and_write
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.params import Params
+from stereodistill.student.checkpoint import load_student
+from stereodistill.student.predict import predict_to_kitti
+
+
+def evaluate_student_from_params(params: Params, progress: bool = True) -> dict:
+    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
+    grid = AnchorGrid.from_params(params.grid, params.source)
+    model, ckpt = load_student(Path(params.student.out_dir) / "student.pt", default_device(), grid)
+    image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
+    split = evaluation_split(params)
+    detections = predict_to_kitti(
+        model,
+        split,
+        params.student.decode,
+        params.evaluate.student_predictions,
+        image_scale=image_scale,
+        progress=progress,
+    )
+    return score_and_write(params, split, detections, params.evaluate.student_metrics)

@@ -1,0 +1,191 @@
+"""The student's loss on one batch (METHOD.md §1.5, §2.12)::
+
+    L = cls + r * loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
+      + depth * LIGA's two-hot depth CE (student/depth.py)
+      + r * distill.xgd.weight * XGD (or the whole-box baseline)  when distill.xgd.mode != off
+      + distill.cld.weight * CLD                                    when distill.cld.mode != off
+
+with ``r`` = :func:`~stereodistill.student.schedule.regression_factor`: 1, or a linear ramp 0 -> 1 over
+``student.train.regression_warmup_epochs``. The ``loc`` and ``xgd`` terms include ``r``; ``loc_codes`` do not.
+
+XGD candidates are the student's positive anchors; their teacher boxes come from the cache view of the scene
+the student sees (``hflip`` after a stereo flip), matched GT boxes from the assigner. CLD's teacher logits are
+the cache's class logits, over the region ``distill.cld.region`` (a union of ``gt_boxes``, ``confident``, or
+``all``). With both off the student trains on GT alone and needs no cache.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from stereodistill.cache.reader import TeacherCache
+from stereodistill.distill.cld import (
+    CellLayout,
+    CldOptions,
+    all_cells,
+    cells_in_boxes,
+    cld_loss,
+    confident_cells,
+)
+from stereodistill.distill.xgd import XgdOptions, whole_box_loss, xgd_loss
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
+from stereodistill.head.box_coder import CODE_NAMES
+from stereodistill.head.losses import detection_losses
+from stereodistill.student.dataset import StudentSample, batch_inputs
+from stereodistill.student.depth import depth_loss, depth_target_map
+from stereodistill.student.model import StereoStudent
+
+if TYPE_CHECKING:
+    from stereodistill.distill.settings import DistillSettings
+    from stereodistill.student.settings import StudentTrainSettings
+
+LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
+LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_anchors(grid: AnchorGrid, device: torch.device) -> Tensor:
+    """The grid's anchors on ``device``, built once (525k on the KITTI grid; every step needs them)."""
+    return grid.anchors(device=device)
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    """Loss terms of one batch (scalars; ``total`` carries the graph), ``loc`` per residual code (unweighted) and
+    XGD's kept share per component."""
+
+    terms: dict[str, Tensor]
+    xgd_kept: dict[str, float]
+    num_positive: int
+    loc_codes: dict[str, Tensor]  # LOC_CODE_COLUMNS -> detached scalars
+
+
+def ground_truths(
+    samples: list[StudentSample], grid: AnchorGrid, device: torch.device
+) -> list[FrameGroundTruth]:
+    """Each sample's labels as the assigner's ground truth, on ``device``."""
+    return [
+        ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid.class_names).to(device)
+        for s in samples
+    ]
+
+
+def student_losses(
+    model: StereoStudent,
+    assigner: TargetAssigner,
+    samples: list[StudentSample],
+    settings: StudentTrainSettings,
+    distill: DistillSettings,
+    device: torch.device,
+    cache: TeacherCache | None = None,
+    network: torch.nn.Module | None = None,
+    regression_scale: float = 1.0,
+) -> StepLosses:
+    """Forward one batch and compute every loss term (see the module docstring).
+
+    ``network`` runs the forward pass when given (``model`` wrapped in DistributedDataParallel).
+    ``regression_scale`` (:func:`~stereodistill.student.schedule.regression_factor`) multiplies the ``loc`` and ``xgd`` terms.
+    """
+    grid, cfg = model.grid, model.config
+    inputs = batch_inputs(
+        [s.left for s in samples], [s.right for s in samples], [s.calib for s in samples], device
+    )
+    out = (network or model)(inputs.left, inputs.right, inputs.P2, inputs.baseline)
+    head = model.head.flatten(out.head)
+    gts = ground_truths(samples, grid, device)
+    targets = assigner.assign_batch(gts)
+    w = settings.loss_weights
+    terms = detection_losses(
+        head.cls,
+        head.box,
+        head.dir,
+        targets.labels,
+        targets.box_targets,
+        targets.dir_targets,
+        cls_weight=w["cls"],
+        loc_weight=regression_scale * w["loc"],
+        dir_weight=w["dir"],
+    )
+    loc_codes = dict(zip(LOC_CODE_COLUMNS, terms.pop("loc_codes").unbind(), strict=True))
+    padded_hw = tuple(inputs.left.shape[-2:])
+    depth_target = torch.stack(
+        [
+            depth_target_map(s.depth, padded_hw, cfg.feature_stride, (cfg.depth_min, cfg.depth_max))
+            for s in samples
+        ]
+    ).to(device)
+    terms["depth"] = w["depth"] * depth_loss(out.depth_logits, depth_target, model.plane_depths)
+    zero = terms["depth"].new_zeros(())
+    terms["xgd"], terms["cld"] = zero, zero
+    positive = targets.positive
+    kept: dict[str, float] = {}
+    if distill.xgd.enabled:
+        frame_of, anchor_of = torch.nonzero(positive, as_tuple=True)
+        teacher_boxes = []
+        for b, s in enumerate(samples):
+            idx = anchor_of[frame_of == b]
+            cached = s.teacher
+            if cached is None:
+                raise ValueError("distillation needs samples with the teacher's cached answer")
+            if cache is not None:
+                cache.require_covered(cached, idx)
+            slot = torch.searchsorted(cached.covered_index, idx.cpu())
+            teacher_boxes.append(cached.boxes[slot])
+        teacher = torch.cat(teacher_boxes).to(device=device, dtype=head.box.dtype)
+        matched = targets.matched_gt[frame_of, anchor_of]
+        gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
+            head.box.dtype
+        )
+        anchors = _grid_anchors(grid, device)[anchor_of]
+        class_ids = targets.labels[frame_of, anchor_of]
+        codes = head.box[frame_of, anchor_of]
+        x = distill.xgd
+        if x.mode == "xgd":
+            result = xgd_loss(
+                codes,
+                teacher,
+                gt_boxes,
+                anchors,
+                class_ids,
+                frame_of,
+                len(samples),
+                XgdOptions(split=x.split, iou=x.iou, thresholds=x.thresholds, beta=x.beta),  # type: ignore[arg-type]
+                weight=regression_scale * x.weight,
+            )
+        else:
+            result = whole_box_loss(
+                codes,
+                teacher,
+                gt_boxes,
+                anchors,
+                class_ids,
+                frame_of,
+                len(samples),
+                iou=x.iou,  # type: ignore[arg-type]
+                thresholds=x.thresholds,
+                beta=x.beta,
+                weight=regression_scale * x.weight,
+            )
+        terms["xgd"] = result.loss
+        kept = {name: float(v) for name, v in zip(result.components, result.kept_share.tolist(), strict=True)}
+    if distill.cld.enabled:
+        layout = CellLayout.from_grid(grid)
+        teacher_logits = torch.stack([s.teacher.cls_logits for s in samples]).to(device)  # type: ignore[union-attr]
+        c = distill.cld
+        region = torch.zeros(len(samples), layout.num_cells, dtype=torch.bool, device=device)
+        if "all" in c.region:
+            region |= all_cells(len(samples), layout, device)
+        if "gt_boxes" in c.region:
+            region |= cells_in_boxes(grid, [g.boxes for g in gts]).to(device)
+        if "confident" in c.region:
+            region |= confident_cells(teacher_logits, layout, c.confident_threshold)
+        options = CldOptions(mode=c.mode, temperature=c.temperature)  # type: ignore[arg-type]
+        terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, options, weight=c.weight).loss
+    terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
+    return StepLosses(terms, kept, int(positive.sum()), loc_codes)
