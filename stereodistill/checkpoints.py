@@ -7,12 +7,14 @@ import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from stereodistill.errors import InputError
 from stereodistill.files import remove_stale_temp_files, temp_path
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.settings import to_dict
 
 
 def default_device() -> torch.device:
@@ -74,3 +76,38 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
         found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise InputError(f"expected a StereoDistill {kind} checkpoint, found {found!r}", path)
     return ckpt
+
+
+class GridModel(Protocol):
+    """A network built from an anchor grid and a settings class (the teacher and the student)."""
+
+    grid: AnchorGrid
+    config: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def model_checkpoint(
+    kind: str, model: GridModel, epoch: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a finished model file (``teacher.pt``, ``student.pt``) holds: ``kind``, weights, grid, network
+    config and epoch, then ``extra`` (``settings`` ...)."""
+    return {
+        "kind": kind,
+        "model": model.state_dict(),
+        "grid": model.grid.to_dict(),
+        "config": to_dict(model.config),
+        "epoch": epoch,
+        **(extra or {}),
+    }
+
+
+def load_model_checkpoint(
+    path: str | Path, kind: str, grid: AnchorGrid | None = None
+) -> tuple[dict[str, Any], AnchorGrid]:
+    """A finished model file of ``kind`` and the grid it was trained on, checked against ``grid`` when given."""
+    ckpt = load_checkpoint(path, kind)
+    stored = AnchorGrid.from_dict(ckpt["grid"])
+    if grid is not None:
+        grid.check_compatible(stored, what=str(path))
+    return ckpt, stored

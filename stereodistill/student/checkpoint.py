@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stereodistill.checkpoints import load_checkpoint
+from stereodistill.checkpoints import load_model_checkpoint, model_checkpoint
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.settings import load_settings, to_dict
+from stereodistill.settings import load_settings
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.settings import StudentConfig
 
@@ -18,27 +17,17 @@ MODEL_KIND = "student"
 
 
 def student_model_checkpoint(
-    model: StereoStudent, epoch: int, extra: Mapping[str, Any] | None = None
+    model: StereoStudent, epoch: int, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """What ``student.pt`` holds: kind, weights, grid, network config, epoch, then ``extra`` (``settings`` ...)."""
-    return {
-        "kind": MODEL_KIND,
-        "model": model.state_dict(),
-        "grid": model.grid.to_dict(),
-        "config": to_dict(model.config),
-        "epoch": epoch,
-        **(extra or {}),
-    }
+    """What ``student.pt`` holds (:func:`~stereodistill.checkpoints.model_checkpoint`)."""
+    return model_checkpoint(MODEL_KIND, model, epoch, extra)
 
 
 def load_student(
     path: str | Path, device: torch.device | str = "cpu", grid: AnchorGrid | None = None
 ) -> tuple[StereoStudent, dict[str, Any]]:
     """The finished student at ``path`` in eval mode and its checkpoint's extra fields (``settings`` ...)."""
-    ckpt = load_checkpoint(path, MODEL_KIND)
-    stored = AnchorGrid.from_dict(ckpt["grid"])
-    if grid is not None:
-        grid.check_compatible(stored, what=str(path))
+    ckpt, stored = load_model_checkpoint(path, MODEL_KIND, grid)
     config = dict(ckpt["config"])
     # Checkpoints written before the field existed were trained with a plain-ReLU regression tower.
     config.setdefault("box_tower_negative_slope", 0.0)

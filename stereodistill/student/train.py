@@ -28,7 +28,6 @@ from stereodistill.cache.ranks import current_ranks
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
-from stereodistill.fingerprint import code_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
 from stereodistill.settings import to_dict
@@ -41,7 +40,7 @@ from stereodistill.student.ranks import epoch_indices, rank_mean
 from stereodistill.student.schedule import lr_factor, regression_factor
 from stereodistill.student.settings import StudentConfig, StudentTrainSettings
 from stereodistill.student.teacher_cache import open_cache
-from stereodistill.training.run import TrainingRun
+from stereodistill.training.run import TrainingRun, run_identity
 
 SCHEDULES = ("cosine", "step")
 XGD_MODES = ("xgd", "whole_box", "off")
@@ -97,15 +96,15 @@ def train_student(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, settings)
     )
-    identity = {
-        "grid": grid.to_dict(),
-        "config": to_dict(config),
-        "settings": to_dict(settings),
-        "distill": to_dict(distill),
-        "code": code_fingerprint(__name__),
-        "data": data_digest,
-        "cache": None if cache is None else cache.identity,
-    }
+    identity = run_identity(
+        grid,
+        config,
+        settings,
+        __name__,
+        data_digest,
+        distill=distill,
+        cache=None if cache is None else cache.identity,
+    )
     run = TrainingRun(
         MODEL_KIND,
         out_dir,

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
-from stereodistill.fingerprint import code_fingerprint
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.head.losses import detection_losses
@@ -28,7 +27,7 @@ from stereodistill.teacher.dataset import (
 )
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig, TeacherTrainSettings
-from stereodistill.training.run import TrainingRun
+from stereodistill.training.run import TrainingRun, run_identity
 
 LOG_COLUMNS = ["epoch", "total", "cls", "loc", "dir", "lr", "seconds"]
 
@@ -83,13 +82,7 @@ def train_teacher(
         base_momentum=0.85,
         max_momentum=0.95,
     )
-    identity = {
-        "grid": grid.to_dict(),
-        "config": to_dict(config),
-        "settings": to_dict(settings),
-        "code": code_fingerprint(__name__),
-        "data": split_fingerprint(split),
-    }
+    identity = run_identity(grid, config, settings, __name__, split_fingerprint(split))
     run = TrainingRun(
         MODEL_KIND,
         out_dir,

@@ -13,6 +13,7 @@ an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,32 @@ from tqdm import tqdm
 
 from stereodistill.checkpoints import load_checkpoint, save_atomic
 from stereodistill.errors import InputError
+from stereodistill.fingerprint import code_fingerprint
+from stereodistill.settings import to_dict
 from stereodistill.training.loss_log import read_loss_log, write_loss_log
 
 if TYPE_CHECKING:
     from stereodistill.cache.ranks import Ranks
+    from stereodistill.head.anchors import AnchorGrid
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss_log.csv"
+
+
+def run_identity(
+    grid: AnchorGrid, config: Any, settings: Any, trainer: str, data: str, **more: Any
+) -> dict[str, Any]:
+    """What a resume compares: the grid, the network ``config`` and training ``settings`` (as plain data), the
+    fingerprint of the code the ``trainer`` module imports, the training split's fingerprint ``data``, and
+    ``more`` (e.g. the distillation settings and the teacher cache's identity)."""
+    return {
+        "grid": grid.to_dict(),
+        "config": to_dict(config),
+        "settings": to_dict(settings),
+        **{key: to_dict(value) if dataclasses.is_dataclass(value) else value for key, value in more.items()},
+        "code": code_fingerprint(trainer),
+        "data": data,
+    }
 
 
 class TrainingRun:
