@@ -146,28 +146,6 @@ def whole_box_keep_mask(
     return overlap.to(torch.float64) >= _class_thresholds(table, class_ids)[:, 0]
 
 
-def _check_inputs(
-    student_codes: Tensor,
-    teacher_boxes: Tensor,
-    gt_boxes: Tensor,
-    anchors: Tensor,
-    class_ids: Tensor,
-    frame_index: Tensor,
-) -> None:
-    p = student_codes.shape[0]
-    for name, t in (
-        ("student_codes", student_codes),
-        ("teacher_boxes", teacher_boxes),
-        ("gt_boxes", gt_boxes),
-        ("anchors", anchors),
-    ):
-        if t.shape != (p, CODE_SIZE):
-            raise ValueError(f"{name} must have shape (P, 7) with P = {p}, got {tuple(t.shape)}")
-    for name, t in (("class_ids", class_ids), ("frame_index", frame_index)):
-        if t.shape != (p,):
-            raise ValueError(f"{name} must have shape (P,) with P = {p}, got {tuple(t.shape)}")
-
-
 def masked_code_loss(
     student_codes: Tensor,
     target_codes: Tensor,
@@ -237,7 +215,18 @@ def xgd_loss(
     ``frame_index (P,)`` long in ``[0, num_frames)``; optional ``frame_counts (num_frames,)`` replaces the
     per-frame candidate counts as normaliser (e.g. the frame's positive count).
     """
-    _check_inputs(student_codes, teacher_boxes, gt_boxes, anchors, class_ids, frame_index)
+    p = student_codes.shape[0]
+    for name, t in (
+        ("student_codes", student_codes),
+        ("teacher_boxes", teacher_boxes),
+        ("gt_boxes", gt_boxes),
+        ("anchors", anchors),
+    ):
+        if t.shape != (p, CODE_SIZE):
+            raise ValueError(f"{name} must have shape (P, 7) with P = {p}, got {tuple(t.shape)}")
+    for name, t in (("class_ids", class_ids), ("frame_index", frame_index)):
+        if t.shape != (p,):
+            raise ValueError(f"{name} must have shape (P,) with P = {p}, got {tuple(t.shape)}")
     options = options or XgdOptions()
     names, kept, code_mask = _selection(teacher_boxes, gt_boxes, class_ids, options)
     target = encode_boxes(teacher_boxes.detach(), anchors.detach().to(teacher_boxes.dtype))
