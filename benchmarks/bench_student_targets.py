@@ -106,7 +106,7 @@ class Setup:
         self.distill = params.distill
         if not self.distill.enabled:
             raise SystemExit("distill turns XGD and CLD off: there are no teacher targets to measure")
-        self.split = PreparedSplit(Path(params.data.prepared_dir) / "train.h5")
+        self.split = PreparedSplit(params.data.prepared_split("train"))
         self.cache = open_cache(params.cache.store, self.grid, self.settings, self.distill, self.split)
         self.teacher_path = Path(params.teacher.out_dir) / "teacher.pt"
         self.coverage = params.cache.coverage

@@ -10,10 +10,9 @@ from stereodistill.stage_runner import run_stage
 def main() -> None:
     data = load_params().data
     split_dir = Path(data.split_dir)
-    out_dir = Path(data.prepared_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(data.prepared_dir).mkdir(parents=True, exist_ok=True)
     for split in data.splits:
-        prepare_split(Path(data.root), split_dir / f"{split}.txt", out_dir / f"{split}.h5")
+        prepare_split(Path(data.root), split_dir / f"{split}.txt", data.prepared_split(split))
 
 
 if __name__ == "__main__":

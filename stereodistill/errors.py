@@ -36,3 +36,13 @@ class OutputError(StereoDistillError):
     def __init__(self, message: str, path: str | Path) -> None:
         self.path = Path(path)
         super().__init__(f"{path}: {message}")
+
+
+def read_text_file(path: Path, kind: str) -> str:
+    """The text of a user-supplied file; ``InputError`` ("``kind`` file is missing" / "is not text") otherwise."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{kind} file is missing", path) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{kind} file is not text", path) from None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stereodistill.distill.pilots import heading_nearest_mod_pi, pilot_boxes, pilot_ious
-from stereodistill.distill.xgd import XgdOptions, threshold_table, whole_box_loss, xgd_keep_mask, xgd_loss
+from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, threshold_table, xgd_keep_mask, xgd_loss
 from stereodistill.geometry.iou import iou_3d, iou_bev
 from stereodistill.head.box_coder import encode_boxes
 
@@ -231,7 +231,7 @@ def test_whole_box_baseline_keeps_fewer_codes_than_xgd() -> None:
         1,
     )
     xgd = xgd_loss(*args)
-    whole = whole_box_loss(*args)
+    whole = xgd_loss(*args, WholeBoxOptions())
     assert whole.components == ("box",) and whole.kept.shape == (n, 1)
     assert whole.code_mask.sum() < xgd.code_mask.sum()
     assert 0 < whole.kept_share.item() < 1

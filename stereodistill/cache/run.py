@@ -32,7 +32,7 @@ def cache_teacher_from_params(
     ranks = current_ranks()
     checkpoint = Path(params.teacher.out_dir) / "teacher.pt"
     model = load_teacher(checkpoint, ranks.device, grid)
-    split = PreparedSplit(Path(params.data.prepared_dir) / f"{settings.split}.h5")
+    split = PreparedSplit(params.data.prepared_split(settings.split))
     identity = None
     if ranks.rank == 0:
         identity = store_identity(

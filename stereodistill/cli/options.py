@@ -1,4 +1,4 @@
-"""Options every pipeline command shares: ``--params`` and ``--progress/--no-progress``."""
+"""Options the pipeline commands share: ``--params``, ``--resume/--no-resume`` and ``--progress/--no-progress``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def params_option(sections: str) -> Callable[[Callable[..., Any]], Callable[...,
         default="params.yaml",
         show_default=True,
         help=f"The params file (sections {sections}).",
+    )
+
+
+def resume_option(model: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--resume/--no-resume`` (default off) of a training command; ``model`` names the params section."""
+    return click.option(
+        "--resume/--no-resume", default=False, help=f"Continue from the last checkpoint in {model}.out_dir."
     )
 
 

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import click
 
-from stereodistill.cli.options import params_option, progress_option
+from stereodistill.cli.options import params_option, progress_option, resume_option
 
 
 @click.command("train-student")
 @params_option("data, grid, student, distill, cache")
-@click.option(
-    "--resume/--no-resume", default=False, help="Continue from the last checkpoint in student.out_dir."
-)
+@resume_option("student")
 @progress_option
 def train_student(params_path: Path, resume: bool, progress: bool) -> None:
     """Train the stereo student, distilling the cached teacher when distill.xgd/cld are on."""

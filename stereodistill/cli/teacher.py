@@ -6,14 +6,12 @@ from pathlib import Path
 
 import click
 
-from stereodistill.cli.options import params_option, progress_option
+from stereodistill.cli.options import params_option, progress_option, resume_option
 
 
 @click.command("train-teacher")
 @params_option("data, grid, teacher")
-@click.option(
-    "--resume/--no-resume", default=False, help="Continue from the last checkpoint in teacher.out_dir."
-)
+@resume_option("teacher")
 @progress_option
 def train_teacher(params_path: Path, resume: bool, progress: bool) -> None:
     """Train the LiDAR teacher on the prepared train split (what the `train_teacher` stage runs)."""

@@ -15,7 +15,8 @@ Every loader here raises :class:`~stereodistill.errors.InputError` naming the fi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stereodistill.data.labels import KittiObject, read_label_file
-from stereodistill.errors import InputError
+from stereodistill.errors import InputError, read_text_file
 from stereodistill.geometry.calibration import Calibration
 
 SUBSETS = ("training", "testing")
@@ -60,12 +61,7 @@ def read_split_file(path: str | Path) -> SplitList:
     Blank lines are skipped; a malformed id or a duplicate raises ``InputError`` naming ``file:line``.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("split file is missing", path) from None
-    except UnicodeDecodeError:
-        raise InputError("split file is not text", path) from None
+    text = read_text_file(path, "split")
     ids: list[str] = []
     first_line: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -86,21 +82,27 @@ def read_split_file(path: str | Path) -> SplitList:
 
 
 # --------------------------------------------------------------------------------------------- file loaders
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB (other modes are converted)."""
-    path = Path(path)
+@contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)``; Pillow's failures, in the ``with`` block too, become ``InputError`` naming the file."""
     try:
         with Image.open(path) as image:
-            image.load()
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return np.asarray(image, dtype=np.uint8)
+            yield image
     except FileNotFoundError:
         raise InputError("image file is missing", path) from None
     except UnidentifiedImageError:
         raise InputError("not an image file Pillow can read", path) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"image file is corrupt ({err})", path) from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB (other modes are converted)."""
+    with _open_image(Path(path)) as image:
+        image.load()
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image, dtype=np.uint8)
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:
@@ -109,17 +111,9 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     Cheaper than :func:`read_image`: Pillow's ``verify()`` walks the file (PNG chunk CRCs, truncation)
     without decompressing the pixels.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image.verify()
-    except FileNotFoundError:
-        raise InputError("image file is missing", path) from None
-    except UnidentifiedImageError:
-        raise InputError("not an image file Pillow can read", path) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"image file is corrupt ({err})", path) from None
+    with _open_image(Path(path)) as image:
+        width, height = image.size
+        image.verify()
     return height, width
 
 

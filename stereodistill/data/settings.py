@@ -4,6 +4,7 @@ synthetic benchmark's settings. Defaults are params.yaml's values; imports no to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,7 @@ class DataSettings:
     prepared_dir: str = "data/prepared"  # one HDF5 file per split: {split}.h5
     splits: tuple[str, ...] = ("train", "val")
     synth: SynthSettings = SynthSettings()
+
+    def prepared_split(self, split: str) -> Path:
+        """The prepared HDF5 file of ``split``: ``{prepared_dir}/{split}.h5``."""
+        return Path(self.prepared_dir) / f"{split}.h5"

@@ -12,7 +12,7 @@ loss is the head's own regression loss, with the teacher as the target:
 with the heading term as ``sin(r^S_theta - target_theta)`` (blind to a half-turn, like the GT loss) and
 ``n_frame`` the frame's number of candidate anchors. The teacher is a target: no gradient reaches it.
 
-The **whole-box baseline** (:func:`whole_box_loss`) keeps all 7 codes of an anchor when
+The **whole-box baseline** (:class:`WholeBoxOptions`, same loss) keeps all 7 codes of an anchor when
 ``IoU(teacher box, GT) >= threshold[class]`` and nothing otherwise.
 
 Note: with ``iou="bev"`` a pure ``z`` pilot (``scalars`` split) always has IoU 1, so ``z`` is always kept.
@@ -61,6 +61,15 @@ class XgdOptions:
         if not self.beta >= 0:
             raise ValueError(f"XgdOptions.beta must be >= 0, got {self.beta}")
         threshold_table(self.thresholds, self.split)  # raises on a malformed table
+
+
+@dataclass(frozen=True)
+class WholeBoxOptions:
+    """The whole-box baseline: ``iou``: ``3d`` | ``bev``; ``thresholds (C,)`` per class; ``beta``: smooth-L1 beta."""
+
+    iou: IouKind = "3d"
+    thresholds: Sequence[float] | Tensor = DEFAULT_THRESHOLDS
+    beta: float = DEFAULT_BETA
 
 
 @dataclass(frozen=True)
@@ -137,28 +146,6 @@ def whole_box_keep_mask(
     return overlap.to(torch.float64) >= _class_thresholds(table, class_ids)[:, 0]
 
 
-def _check_inputs(
-    student_codes: Tensor,
-    teacher_boxes: Tensor,
-    gt_boxes: Tensor,
-    anchors: Tensor,
-    class_ids: Tensor,
-    frame_index: Tensor,
-) -> None:
-    p = student_codes.shape[0]
-    for name, t in (
-        ("student_codes", student_codes),
-        ("teacher_boxes", teacher_boxes),
-        ("gt_boxes", gt_boxes),
-        ("anchors", anchors),
-    ):
-        if t.shape != (p, CODE_SIZE):
-            raise ValueError(f"{name} must have shape (P, 7) with P = {p}, got {tuple(t.shape)}")
-    for name, t in (("class_ids", class_ids), ("frame_index", frame_index)):
-        if t.shape != (p,):
-            raise ValueError(f"{name} must have shape (P,) with P = {p}, got {tuple(t.shape)}")
-
-
 def masked_code_loss(
     student_codes: Tensor,
     target_codes: Tensor,
@@ -194,13 +181,17 @@ def masked_code_loss(
     return (per_anchor / normaliser[frame_index]).sum() / num_frames
 
 
-def _result(loss: Tensor, names: tuple[str, ...], kept: Tensor, code_mask: Tensor) -> DistillResult:
-    share = (
-        kept.to(torch.float32).mean(dim=0)
-        if kept.shape[0]
-        else torch.zeros(kept.shape[1], device=kept.device)
-    )
-    return DistillResult(loss=loss, components=names, kept=kept, kept_share=share, code_mask=code_mask)
+def _selection(
+    teacher_boxes: Tensor, gt_boxes: Tensor, class_ids: Tensor, options: XgdOptions | WholeBoxOptions
+) -> tuple[tuple[str, ...], Tensor, Tensor]:
+    """The distilled part of each candidate: component names, ``kept (P, K)`` and ``code_mask (P, 7)`` bool."""
+    if isinstance(options, WholeBoxOptions):
+        kept = whole_box_keep_mask(teacher_boxes, gt_boxes, class_ids, options.iou, options.thresholds)
+        return ("box",), kept[:, None], kept[:, None].expand(-1, CODE_SIZE)
+    kept = xgd_keep_mask(teacher_boxes, gt_boxes, class_ids, options)
+    # (P, K) x (K, 7) -> (P, 7): a code is distilled when its component is kept.
+    code_mask = (kept[:, :, None] & component_code_mask(options.split, kept.device)[None]).any(dim=1)
+    return tuple(components(options.split)), kept, code_mask
 
 
 def xgd_loss(
@@ -211,23 +202,33 @@ def xgd_loss(
     class_ids: Tensor,
     frame_index: Tensor,
     num_frames: int,
-    options: XgdOptions | None = None,
+    options: XgdOptions | WholeBoxOptions | None = None,
     *,
     weight: float = 1.0,
     frame_counts: Tensor | None = None,
 ) -> DistillResult:
-    """XGD loss on ``P`` candidate anchors (see the module docstring).
+    """XGD loss on ``P`` candidate anchors (see the module docstring), or with :class:`WholeBoxOptions` the
+    whole-box baseline (single component ``"box"``).
 
     ``student_codes (P, 7)``: the student's residual codes; ``teacher_boxes (P, 7)``: the teacher's decoded boxes
     (project frame); ``gt_boxes (P, 7)``: matched GT boxes; ``anchors (P, 7)``; ``class_ids (P,)`` long;
     ``frame_index (P,)`` long in ``[0, num_frames)``; optional ``frame_counts (num_frames,)`` replaces the
     per-frame candidate counts as normaliser (e.g. the frame's positive count).
     """
-    _check_inputs(student_codes, teacher_boxes, gt_boxes, anchors, class_ids, frame_index)
+    p = student_codes.shape[0]
+    for name, t in (
+        ("student_codes", student_codes),
+        ("teacher_boxes", teacher_boxes),
+        ("gt_boxes", gt_boxes),
+        ("anchors", anchors),
+    ):
+        if t.shape != (p, CODE_SIZE):
+            raise ValueError(f"{name} must have shape (P, 7) with P = {p}, got {tuple(t.shape)}")
+    for name, t in (("class_ids", class_ids), ("frame_index", frame_index)):
+        if t.shape != (p,):
+            raise ValueError(f"{name} must have shape (P,) with P = {p}, got {tuple(t.shape)}")
     options = options or XgdOptions()
-    kept = xgd_keep_mask(teacher_boxes, gt_boxes, class_ids, options)
-    # (P, K) x (K, 7) -> (P, 7): a code is distilled when its component is kept.
-    code_mask = (kept[:, :, None] & component_code_mask(options.split, kept.device)[None]).any(dim=1)
+    names, kept, code_mask = _selection(teacher_boxes, gt_boxes, class_ids, options)
     target = encode_boxes(teacher_boxes.detach(), anchors.detach().to(teacher_boxes.dtype))
     loss = masked_code_loss(
         student_codes,
@@ -238,33 +239,11 @@ def xgd_loss(
         beta=options.beta,
         frame_counts=frame_counts,
     )
-    return _result(weight * loss, tuple(components(options.split)), kept, code_mask)
-
-
-def whole_box_loss(
-    student_codes: Tensor,
-    teacher_boxes: Tensor,
-    gt_boxes: Tensor,
-    anchors: Tensor,
-    class_ids: Tensor,
-    frame_index: Tensor,
-    num_frames: int,
-    *,
-    iou: IouKind = "3d",
-    thresholds: Sequence[float] | Tensor = DEFAULT_THRESHOLDS,
-    beta: float = DEFAULT_BETA,
-    weight: float = 1.0,
-    frame_counts: Tensor | None = None,
-) -> DistillResult:
-    """Whole-box baseline: all 7 codes distilled where ``IoU(teacher, GT) >= thresholds[class]``; else none.
-
-    Arguments as in :func:`xgd_loss`; the result has the single component ``"box"``.
-    """
-    _check_inputs(student_codes, teacher_boxes, gt_boxes, anchors, class_ids, frame_index)
-    kept = whole_box_keep_mask(teacher_boxes, gt_boxes, class_ids, iou, thresholds)
-    code_mask = kept[:, None].expand(-1, CODE_SIZE)
-    target = encode_boxes(teacher_boxes.detach(), anchors.detach().to(teacher_boxes.dtype))
-    loss = masked_code_loss(
-        student_codes, target, code_mask, frame_index, num_frames, beta=beta, frame_counts=frame_counts
+    share = (
+        kept.to(torch.float32).mean(dim=0)
+        if kept.shape[0]
+        else torch.zeros(kept.shape[1], device=kept.device)
     )
-    return _result(weight * loss, ("box",), kept[:, None], code_mask)
+    return DistillResult(
+        loss=weight * loss, components=names, kept=kept, kept_share=share, code_mask=code_mask
+    )

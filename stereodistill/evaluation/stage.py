@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tqdm import tqdm
 
 from stereodistill.data.labels import KittiObject
@@ -15,7 +13,7 @@ from stereodistill.params import Params
 
 def evaluation_split(params: Params) -> PreparedSplit:
     """The prepared split ``{data.prepared_dir}/{evaluate.split}.h5``."""
-    return PreparedSplit(Path(params.data.prepared_dir) / f"{params.evaluate.split}.h5")
+    return PreparedSplit(params.data.prepared_split(params.evaluate.split))
 
 
 def score_and_write(

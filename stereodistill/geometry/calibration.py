@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stereodistill.errors import InputError
+from stereodistill.errors import InputError, read_text_file
 from stereodistill.geometry.frames import project_to_rect, rect_to_project
 
 # Key -> (shape, required). The KITTI tracking benchmark spells two keys differently; accept both.
@@ -52,13 +52,7 @@ class Calibration:
     @classmethod
     def from_file(cls, path: str | Path) -> Calibration:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise InputError("calibration file is missing", path) from None
-        except UnicodeDecodeError:
-            raise InputError("calibration file is not text", path) from None
-        return cls.from_text(text, path)
+        return cls.from_text(read_text_file(path, "calibration"), path)
 
     @classmethod
     def from_text(cls, text: str, path: str | Path = "<calib>") -> Calibration:

@@ -32,7 +32,7 @@ from stereodistill.distill.cld import (
     cld_loss,
     confident_cells,
 )
-from stereodistill.distill.xgd import XgdOptions, whole_box_loss, xgd_loss
+from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
 from stereodistill.head.box_coder import CODE_NAMES
@@ -146,32 +146,22 @@ def student_losses(
         class_ids = targets.labels[frame_of, anchor_of]
         codes = head.box[frame_of, anchor_of]
         x = distill.xgd
-        if x.mode == "xgd":
-            result = xgd_loss(
-                codes,
-                teacher,
-                gt_boxes,
-                anchors,
-                class_ids,
-                frame_of,
-                len(samples),
-                XgdOptions(split=x.split, iou=x.iou, thresholds=x.thresholds, beta=x.beta),  # type: ignore[arg-type]
-                weight=regression_scale * x.weight,
-            )
-        else:
-            result = whole_box_loss(
-                codes,
-                teacher,
-                gt_boxes,
-                anchors,
-                class_ids,
-                frame_of,
-                len(samples),
-                iou=x.iou,  # type: ignore[arg-type]
-                thresholds=x.thresholds,
-                beta=x.beta,
-                weight=regression_scale * x.weight,
-            )
+        options = (
+            XgdOptions(split=x.split, iou=x.iou, thresholds=x.thresholds, beta=x.beta)  # type: ignore[arg-type]
+            if x.mode == "xgd"
+            else WholeBoxOptions(iou=x.iou, thresholds=x.thresholds, beta=x.beta)  # type: ignore[arg-type]
+        )
+        result = xgd_loss(
+            codes,
+            teacher,
+            gt_boxes,
+            anchors,
+            class_ids,
+            frame_of,
+            len(samples),
+            options,
+            weight=regression_scale * x.weight,
+        )
         terms["xgd"] = result.loss
         kept = {name: float(v) for name, v in zip(result.components, result.kept_share.tolist(), strict=True)}
     if distill.cld.enabled:

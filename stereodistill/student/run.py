@@ -49,7 +49,7 @@ def train_student_from_params(
         student.model,
         student.train,
         params.distill,
-        Path(params.data.prepared_dir) / "train.h5",
+        params.data.prepared_split("train"),
         student.out_dir,
         cache_path=cache_path,
         resume=resume,

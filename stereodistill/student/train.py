@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from stereodistill.cache.ranks import current_ranks
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
@@ -130,13 +129,7 @@ def train_student(
             num_workers=settings.num_workers,
         )
         sums = dict.fromkeys(LOSS_TERMS, 0.0)
-        bar = tqdm(
-            loader,
-            desc=f"student epoch {epoch}/{settings.epochs}",
-            unit="batch",
-            disable=None if progress and run.lead else True,
-            leave=False,
-        )
+        bar = run.progress_bar(loader, epoch, progress)
         for samples in bar:
             started = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
@@ -144,11 +137,7 @@ def train_student(
             step = student_losses(
                 model, assigner, samples, settings, distill, device, cache, network, regression_scale=scale
             )
-            optimizer.zero_grad(set_to_none=True)
-            step.terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            run.step(step.terms["total"], settings.grad_clip)
             values = rank_mean(
                 {**{key: step.terms[key].detach() for key in LOSS_TERMS}, **step.loc_codes}, ranks.world
             )

@@ -248,27 +248,28 @@ def openpcdet_key(our_key: str) -> str:
     raise ValueError(f"no OpenPCDet name for {our_key!r}")
 
 
+# Which setting decides the shape of an OpenPCDet key, by key prefix (the first match wins).
+_SHAPE_HINTS: tuple[tuple[str, str], ...] = (
+    ("backbone_3d.conv_input.", "teacher.model.point_features and sparse_channels[0]"),
+    ("backbone_3d.conv_out.", "teacher.model.sparse_out_channels"),
+    ("backbone_3d.", "teacher.model.sparse_channels"),
+    (
+        "backbone_2d.blocks.0.1.",
+        "BEV input channels = teacher.model.sparse_out_channels x the height left after the sparse backbone, "
+        "set by the grid.point_cloud_range z extent, teacher.model.voxel_size z, sparse_extra_z_voxels "
+        "and last_down_z_padding",
+    ),
+    ("backbone_2d.blocks.", "teacher.model.bev_channels and bev_layers"),
+    ("backbone_2d.deblocks.", "teacher.model.bev_upsample_channels"),
+    ("dense_head.", "grid.classes and grid.rotations"),
+)
+
+
 def _hint(their_key: str) -> str:
     """Which setting decides the shape of ``their_key`` (for error messages)."""
-    if their_key.startswith("backbone_3d.conv_input."):
-        return "teacher.model.point_features and sparse_channels[0]"
-    if their_key.startswith("backbone_3d.conv_out."):
-        return "teacher.model.sparse_out_channels"
-    if their_key.startswith("backbone_3d."):
-        return "teacher.model.sparse_channels"
-    if their_key.startswith("backbone_2d.blocks.0.1."):
-        return (
-            "BEV input channels = teacher.model.sparse_out_channels x the height left after the sparse backbone, "
-            "set by the grid.point_cloud_range z extent, teacher.model.voxel_size z, sparse_extra_z_voxels "
-            "and last_down_z_padding"
-        )
-    if their_key.startswith("backbone_2d.blocks."):
-        return "teacher.model.bev_channels and bev_layers"
-    if their_key.startswith("backbone_2d.deblocks."):
-        return "teacher.model.bev_upsample_channels"
-    if their_key.startswith("dense_head."):
-        return "grid.classes and grid.rotations"
-    return "the network settings"
+    return next(
+        (hint for prefix, hint in _SHAPE_HINTS if their_key.startswith(prefix)), "the network settings"
+    )
 
 
 # ---------------------------------------------------------------------------------------- checks

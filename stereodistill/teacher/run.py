@@ -19,7 +19,7 @@ def train_teacher_from_params(
         AnchorGrid.from_params(params.grid, params.source),
         teacher.model,
         teacher.train,
-        Path(params.data.prepared_dir) / "train.h5",
+        params.data.prepared_split("train"),
         teacher.out_dir,
         resume=resume,
         restart_on_mismatch=restart_on_mismatch,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.head.anchors import AnchorGrid
@@ -110,13 +109,7 @@ def train_teacher(
         )
         sums = {"total": 0.0, "cls": 0.0, "loc": 0.0, "dir": 0.0}
         started = time.perf_counter()
-        bar = tqdm(
-            loader,
-            desc=f"teacher epoch {epoch}/{settings.epochs}",
-            unit="batch",
-            disable=None if progress else True,
-            leave=False,
-        )
+        bar = run.progress_bar(loader, epoch, progress)
         for batch in bar:
             points = [torch.from_numpy(f.points).to(device) for f in batch]
             gts = [
@@ -135,11 +128,7 @@ def train_teacher(
                 loc_weight=settings.loss_weights["loc"],
                 dir_weight=settings.loss_weights["dir"],
             )
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            run.step(losses["total"], settings.grad_clip)
             for key in sums:
                 sums[key] += float(losses[key].detach())
             bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")

@@ -14,6 +14,7 @@ an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,24 @@ class TrainingRun:
         if self.stop_after_epoch is not None:
             last = min(last, max(self.stop_after_epoch, self.start_epoch + 1))
         return range(self.start_epoch + 1, last + 1)
+
+    def progress_bar(self, batches: Iterable[Any], epoch: int, progress: bool) -> tqdm:
+        """``batches`` of ``epoch`` behind a progress bar on stderr (when ``progress``, on a terminal, lead rank)."""
+        return tqdm(
+            batches,
+            desc=f"{self.model_kind} epoch {epoch}/{self.num_epochs}",
+            unit="batch",
+            disable=None if progress and self.lead else True,
+            leave=False,
+        )
+
+    def step(self, loss: torch.Tensor, grad_clip: float) -> None:
+        """One optimiser step on ``loss``: gradients clipped to norm ``grad_clip``, then one scheduler step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
 
     def end_epoch(self, epoch: int, summary: str) -> None:
         """After ``epoch``: write the loss log and the checkpoint, then print ``summary`` (lead rank)."""

@@ -35,20 +35,12 @@ def _grid_indices(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
     return (rows[:, None] * width + cols[None, :]).ravel()
 
 
-def pixel_windows(
-    prims: Primitives, calib: Calibration, camera: int, height: int, width: int
-) -> list[np.ndarray]:
-    """Per primitive, the flat pixel indices inside the projection of its bounding box (clipped to x >= 0.5 m)."""
-    lo = prims.centre - prims.half_extent
-    hi = prims.centre + prims.half_extent
-    lo[:, 0] = np.maximum(lo[:, 0], NEAREST_SURFACE)
+def image_windows(uv: np.ndarray, behind: np.ndarray, height: int, width: int) -> list[np.ndarray]:
+    """Per row ``k`` of ``uv (P, V, 2)`` (pixel projections of ``V`` points), the flat indices of the pixels in
+    the projections' bounding rectangle, clipped to the ``height x width`` image; empty where ``behind[k]``."""
     windows: list[np.ndarray] = []
-    signs = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
-    corners = lo[:, None, :] + signs[None] * (hi - lo)[:, None, :]  # (P, 8, 3)
-    uv, _ = calib.project_to_image(corners.reshape(-1, 3), camera)
-    uv = uv.reshape(-1, 8, 2)
-    for k in range(prims.count):
-        if hi[k, 0] < NEAREST_SURFACE:
+    for k in range(len(uv)):
+        if behind[k]:
             windows.append(np.empty(0, dtype=np.int64))
             continue
         u0 = max(int(np.floor(uv[k, :, 0].min())), 0)
@@ -60,6 +52,19 @@ def pixel_windows(
             continue
         windows.append(_grid_indices(np.arange(v0, v1 + 1), np.arange(u0, u1 + 1), width))
     return windows
+
+
+def pixel_windows(
+    prims: Primitives, calib: Calibration, camera: int, height: int, width: int
+) -> list[np.ndarray]:
+    """Per primitive, the flat pixel indices inside the projection of its bounding box (clipped to x >= 0.5 m)."""
+    lo = prims.centre - prims.half_extent
+    hi = prims.centre + prims.half_extent
+    lo[:, 0] = np.maximum(lo[:, 0], NEAREST_SURFACE)
+    signs = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    corners = lo[:, None, :] + signs[None] * (hi - lo)[:, None, :]  # (P, 8, 3)
+    uv, _ = calib.project_to_image(corners.reshape(-1, 3), camera)
+    return image_windows(uv.reshape(-1, 8, 2), hi[:, 0] < NEAREST_SURFACE, height, width)
 
 
 def angular_windows(

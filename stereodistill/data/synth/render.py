@@ -18,6 +18,7 @@ from stereodistill.data.synth.raycast import (
     NEAREST_SURFACE,
     Hits,
     cast,
+    image_windows,
     pixel_windows,
     shadow_mask,
 )
@@ -223,20 +224,8 @@ def _shadow_candidates(
     )  # (P, 4, 2)
     ground = np.concatenate([quad, np.full(quad.shape[:2] + (1,), GROUND_Z)], axis=-1)
     uv, _ = calib.project_to_image(ground.reshape(-1, 3), camera)
-    uv = uv.reshape(-1, 4, 2)
     out: list[np.ndarray] = []
-    for k in range(prims.count):
-        if hi[k, 0] < NEAREST_SURFACE:
-            out.append(np.empty(0, dtype=np.int64))
-            continue
-        u0 = max(int(np.floor(uv[k, :, 0].min())), 0)
-        u1 = min(int(np.ceil(uv[k, :, 0].max())), width - 1)
-        v0 = max(int(np.floor(uv[k, :, 1].min())), 0)
-        v1 = min(int(np.ceil(uv[k, :, 1].max())), height - 1)
-        if u1 < u0 or v1 < v0:
-            out.append(np.empty(0, dtype=np.int64))
-            continue
-        window = (np.arange(v0, v1 + 1)[:, None] * width + np.arange(u0, u1 + 1)[None, :]).ravel()
+    for window in image_windows(uv.reshape(-1, 4, 2), hi[:, 0] < NEAREST_SURFACE, height, width):
         idx = position[window]
         out.append(idx[idx >= 0])
     return out
