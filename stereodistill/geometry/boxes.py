@@ -18,13 +18,9 @@ import math
 
 import numpy as np
 
+from stereodistill.geometry.angles import wrap_angle
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.geometry.frames import project_to_rect, rect_to_project
-
-
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
-    """Wrap angles to ``[-pi, pi)``."""
-    return (np.asarray(angle, dtype=np.float64) + math.pi) % (2 * math.pi) - math.pi
 
 
 def kitti_to_project_boxes(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stereodistill.geometry.boxes import wrap_angle
+from stereodistill.geometry.angles import wrap_angle
 
 if TYPE_CHECKING:
     from stereodistill.data.prepared import FrameLabels

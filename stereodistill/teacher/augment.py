@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stereodistill.geometry.boxes import points_in_boxes, wrap_angle
+from stereodistill.geometry.angles import wrap_angle
+from stereodistill.geometry.boxes import points_in_boxes
 
 
 def rotate_z(points: np.ndarray, boxes: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:

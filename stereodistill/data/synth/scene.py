@@ -19,7 +19,7 @@ from stereodistill.data.synth.materials import FACADE, FACADES, Material, Materi
 from stereodistill.data.synth.presets import SynthPreset
 from stereodistill.data.synth.road import RoadLayout, sample_layout
 from stereodistill.data.synth.shapes import Part, Primitives
-from stereodistill.geometry.boxes import wrap_angle
+from stereodistill.geometry.angles import wrap_angle
 from stereodistill.geometry.calibration import Calibration
 
 # Size ranges (l, w, h) in metres per labelled class.
