@@ -106,7 +106,7 @@ def test_params_yaml_grid_and_liga_grid_sizes():
     g = AnchorGrid.from_params(yaml.safe_load(PARAMS.read_text())["grid"], PARAMS)
     assert (g.nx, g.ny) == (round(38.4 / g.bev_cell_size), round(38.4 / g.bev_cell_size))
     liga = AnchorGrid.from_params(liga_params())
-    assert (liga.nx, liga.ny, liga.num_anchors) == (288, 304, 525312)  # METHOD.md §2.8
+    assert (liga.nx, liga.ny, liga.num_anchors) == (288, 304, 525312)  # docs/METHOD.md §2.1
     anchors = liga.anchors()
     assert anchors[0, 0].item() == pytest.approx(2.1)
     assert anchors[-1, 1].item() == pytest.approx(30.3)

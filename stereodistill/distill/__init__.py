@@ -1,4 +1,4 @@
-"""StereoDistill's response-distillation losses as pure tensor functions (METHOD.md §1.3, §1.4).
+"""StereoDistill's response-distillation losses as pure tensor functions (docs/METHOD.md §5.2, §5.4).
 
 - ``pilots``: XGD component pilots and their IoU with the GT (closed forms; exact rotated IoU for the heading);
 - ``xgd``: X-component Guided Distillation (regression) and the whole-box threshold baseline;

@@ -1,4 +1,4 @@
-"""CLD (Cross-anchor Logit Distillation): the classification half of StereoDistill (METHOD.md §1.4, reconstruction).
+"""CLD (Cross-anchor Logit Distillation): the classification half of StereoDistill (docs/METHOD.md §5.4, reconstruction).
 
 The head emits per-anchor class logits ``(B, N, C)`` in the grid's anchor order, ``N = M * A`` with ``M = ny * nx``
 BEV cells and ``A = C * R`` anchors per cell ordered ``[class][rotation]`` (anchor ``a = c * R + r``). Instead of

@@ -1,4 +1,4 @@
-"""XGD component pilots and their IoU with the ground truth, in closed form where one exists (METHOD.md §1.3).
+"""XGD component pilots and their IoU with the ground truth, in closed form where one exists (docs/METHOD.md §5.2).
 
 A box ``(x, y, z, l, w, h, heading)`` (project frame) is split into components, either
 

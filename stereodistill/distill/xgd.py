@@ -1,4 +1,4 @@
-"""XGD (X-component Guided Distillation): the regression half of StereoDistill (METHOD.md §1.3, reconstruction).
+"""XGD (X-component Guided Distillation): the regression half of StereoDistill (docs/METHOD.md §5.2, §5.3, reconstruction).
 
 Candidates are ``P`` anchors (the student's positives from target assignment), each with its anchor, matched GT
 box, class and frame, the student's residual codes and the teacher's decoded box (project frame). Each box is

@@ -1,4 +1,4 @@
-"""Residual box coder and the 2-bin direction classifier (SECOND / LIGA-Stereo, see METHOD.md §2.8, §3.4).
+"""Residual box coder and the 2-bin direction classifier (SECOND / LIGA-Stereo, see docs/METHOD.md §2.3).
 
 Boxes and anchors are project boxes ``(..., 7)``: ``x, y, z_centre, l, w, h, heading``. A box is encoded
 against an anchor ``a`` as

@@ -1,4 +1,4 @@
-"""SECOND detection losses on per-anchor head outputs (METHOD.md §3.5).
+"""SECOND detection losses on per-anchor head outputs (docs/METHOD.md §2.4).
 
 - classification: sigmoid focal loss (alpha 0.25, gamma 2) against one-hot targets over the ``C`` classes
   (background = all zeros), on positives and negatives (ignored anchors weigh 0);

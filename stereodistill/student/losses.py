@@ -1,4 +1,4 @@
-"""The student's loss on one batch (METHOD.md §1.5, §2.12)::
+"""The student's loss on one batch (docs/METHOD.md §5.5, §4.8)::
 
     L = cls + r * loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
       + depth * LIGA's two-hot depth CE (student/depth.py)
