@@ -60,26 +60,35 @@ class Event:
     seen: Callable[[Path], bool]
 
 
-def _kill_at(args: list[str], event: Event, out: Path) -> None:
-    """Start ``args`` and SIGKILL it as soon as ``event`` is seen; fail if the run ends first or takes too long."""
-    log = out.parent / f".{out.name}.stderr"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+def _start(args: list[str], stderr: Path) -> subprocess.Popen:
+    with stderr.open("wb") as err:
+        return subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _await(proc: subprocess.Popen, event: Event, out: Path, stderr: Path) -> None:
+    """Return once ``event`` is seen; fail if the run ends first or ``PATIENCE_SECONDS`` pass."""
     deadline = time.monotonic() + PATIENCE_SECONDS
+    while not event.seen(out):
+        if proc.poll() is not None:
+            tail = stderr.read_text(errors="replace")[-2000:]
+            pytest.fail(f"{proc.args[1]} ended (exit {proc.returncode}) before {event.what}:\n{tail}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{proc.args[1]}: {event.what} was not seen within {PATIENCE_SECONDS:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _kill_at(args: list[str], event: Event, out: Path) -> None:
+    """Start ``args`` and SIGKILL it as soon as ``event`` is seen."""
+    stderr = out.parent / f".{out.name}.stderr"
+    proc = _start(args, stderr)
     try:
-        while not event.seen(out):
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                pytest.fail(f"{args[0]} ended (exit {proc.returncode}) before {event.what}:\n{tail}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{args[0]}: {event.what} was not seen within {PATIENCE_SECONDS:.0f} s")
-            time.sleep(POLL_SECONDS)
+        _await(proc, event, out, stderr)
         proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        log.unlink()
+        stderr.unlink()
 
 
 def _events(name: str, events: list[Event], kills: int) -> list[Event]:
@@ -348,24 +357,23 @@ def test_a_second_cache_writer_is_refused_while_the_first_finishes(
 ):
     store = tmp_path / "store.zarr"
     params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
-    first = subprocess.Popen(
-        [str(EXE), "cache-teacher", "--params", str(params), "--no-progress"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while not lock_path(store).exists():
-        assert first.poll() is None, "the first writer ended before taking the lock"
-        time.sleep(0.002)
-    first.send_signal(signal.SIGSTOP)  # a slow first writer: paused while it holds the lock
+    stderr = tmp_path / "first.stderr"
+    first = _start(["cache-teacher", "--params", str(params), "--no-progress"], stderr)
     try:
-        second = _cli("cache-teacher", "--params", params, "--no-progress")
+        _await(first, Event("the lock was taken", lambda store: lock_path(store).exists()), store, stderr)
+        first.send_signal(signal.SIGSTOP)  # a slow first writer: paused while it holds the lock
+        try:
+            second = _cli("cache-teacher", "--params", params, "--no-progress")
+        finally:
+            first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=PATIENCE_SECONDS) == 0, stderr.read_text(errors="replace")[-2000:]
     finally:
-        first.send_signal(signal.SIGCONT)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     assert second.returncode == 1
     assert "another writer holds this cache" in second.stderr and str(lock_path(store)) in second.stderr
     assert "Traceback" not in second.stderr
-    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-2000:]
     assert_stores_equal(one_frame_shards, store)
 
 
