@@ -3,10 +3,11 @@ disk during cache writes; two writers and two readers on one store.
 
 Every command runs as the real CLI in a subprocess (one thread). Each kill lands on an *event*: something the
 run does that the test sees on disk (its temporary file appears, an epoch reaches the loss log, a checkpoint
-holds an epoch, a shard's first chunk or its completion record is written), never after a delay, so the outcome
-does not depend on how fast the machine is. Each event leaves at least one unit of work (an epoch, a shard)
-after it; which events a test uses is drawn from the command's list with a fixed seed (see ``_events``), so
-kills hit the start, the moment between a loss log and its checkpoint, and the middle of a shard's writes. After a
+holds an epoch, a shard's first chunk or its completion record is written), never after a delay, so where it
+lands does not depend on how fast the machine is. Each event leaves work after it (at least an epoch or a
+shard, a second or more; prepare's packing, about 0.1 s), so the watcher, which looks every 2 ms, kills before
+the end. Which events a test uses is drawn from the command's list with a fixed seed (see ``_events``): kills
+hit the start, the moment between a loss log and its checkpoint, and the middle of a shard's writes. After a
 kill nothing that DVC or a reader could take as finished exists; rerunning the same command completes and gives
 the reference's outputs.
 """
