@@ -26,7 +26,7 @@ def test_kitti_000000_pedestrian_to_project_box_by_hand():
     # location (1.84, 1.47, 8.41) bottom centre in rect; h w l = 1.89 0.48 1.20; ry = 0.01
     # -> x = z = 8.41, y = -x = -1.84, z_centre = -y + h/2 = -1.47 + 0.945, heading = -0.01 - pi/2
     np.testing.assert_allclose(
-        obj.project_box(), [8.41, -1.84, -0.525, 1.20, 0.48, 1.89, -0.01 - math.pi / 2]
+        obj.project_box(), [8.41, -1.84, -0.525, 1.20, 0.48, 1.89, -0.01 - math.pi / 2], atol=1e-12
     )
     # KITTI's alpha (-0.20) is ry - atan2(x, z)
     assert observation_angle(np.array([obj.location]), np.array([obj.rotation_y]))[0] == pytest.approx(
@@ -81,6 +81,7 @@ def test_corners_by_hand():
             [8, -1, 0.75],
             [12, -1, 0.75],
         ],
+        atol=1e-12,
     )
     # heading +pi/2: the length now runs along y; front-left corner is (x - w/2, y + l/2)
     corners = box_corners(np.array([[0.0, 0.0, 0.0, 4.0, 2.0, 1.0, math.pi / 2]]))[0]
@@ -152,7 +153,7 @@ def test_2d_box_clips_against_image_and_camera_plane():
 def test_iou_2d_by_hand():
     a = np.array([[0, 0, 2, 2]], dtype=float)
     b = np.array([[1, 1, 3, 3], [2, 0, 4, 2], [0, 0, 2, 2]], dtype=float)
-    np.testing.assert_allclose(iou_2d(a, b)[0], [1 / 7, 0, 1])
+    np.testing.assert_allclose(iou_2d(a, b)[0], [1 / 7, 0, 1], atol=1e-12)
 
 
 def test_label_line_round_trip(tmp_path):

@@ -79,7 +79,7 @@ def test_cell_scores_and_class_scores_follow_the_anchor_order():
     expected = np.full((4, 6), 1 / (1 + math.exp(5.0)), np.float32)
     expected[1, 4] = 1 / (1 + math.exp(-2.0))
     expected[3, 0] = 1 / (1 + math.exp(-1.0))
-    np.testing.assert_allclose(cells, expected, rtol=1e-6)
+    np.testing.assert_allclose(cells, expected, rtol=1e-6, atol=1e-7)
     scores = class_scores(logits, grid)  # (C, ny * nx * R): own-class logits only
     assert scores.shape == (2, 4 * 6 * 2)
     assert torch.allclose(scores[0], torch.sigmoid(torch.tensor(-5.0)))  # the 2.0 is not a Car logit

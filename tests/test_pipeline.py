@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -33,24 +34,14 @@ def _tiny_params() -> dict:
         bev_layers=[1, 1],
         bev_upsample_channels=16,
     )
-    params["student"]["train"].update(epochs=1, batch_size=2, image_scale=4)
-    params["student"]["model"].update(
-        backbone_channels=[4, 4, 8],
-        stereo_channels=8,
-        semantic_channels=4,
-        gwc_groups=2,
-        num_planes=8,
-        cost_channels=4,
-        voxel_z=4,
-        z_pool=2,
-        volume_channels=4,
-        bev_channels=8,
-    )
+    params["student"]["train"].update(TINY_STUDENT_TRAIN)
+    params["student"]["model"].update(TINY_STUDENT_MODEL)
     return params
 
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory) -> Path:
+    """The scratch repo after one ``dvc repro``, shared by the module: read it only (``pipeline_copy`` to edit)."""
     repo = tmp_path_factory.mktemp("pipeline")
     for name in ("dvc.yaml", ".dvcignore", "stages", "stereodistill"):
         source = REPO / name
@@ -62,6 +53,14 @@ def pipeline_repo(tmp_path_factory) -> Path:
     _run(["git", "init", "-q"], repo)
     _run(["dvc", "init", "-q"], repo)
     _run(["dvc", "repro"], repo)
+    return repo
+
+
+@pytest.fixture()
+def pipeline_copy(pipeline_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the reproduced repo (git, DVC cache and outputs) that a test may edit and rerun."""
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
     return repo
 
 
@@ -97,59 +96,45 @@ def test_repro_writes_a_verified_teacher_cache(pipeline_repo):
     assert frame.cls_logits.shape[1] == 3
 
 
-def test_only_the_stages_that_run_edited_code_or_params_go_stale(pipeline_repo):
-    repo = pipeline_repo
+def test_only_the_stages_that_run_edited_code_or_params_go_stale(pipeline_copy):
+    repo = pipeline_copy
     distill = repo / "stereodistill/distill/xgd.py"
     teacher = repo / "stereodistill/teacher/model.py"
-    originals = {path: path.read_text() for path in (distill, teacher)}
-    params_text = (repo / "params.yaml").read_text()
-    originals[repo / "params.yaml"] = params_text
-    try:
-        distill.write_text(originals[distill] + "\n# edited\n")
-        changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
-        assert changed == {"train_student", "evaluate_student"}, changed
-        distill.write_text(originals[distill])
-        teacher.write_text(originals[teacher] + "\n# edited\n")
-        changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
-        assert changed == {"train_teacher", "cache_teacher", "evaluate_teacher"}, changed
-    finally:
-        for path, text in originals.items():
-            path.write_text(text)
+    original = distill.read_text()
+    distill.write_text(original + "\n# edited\n")
+    changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+    assert changed == {"train_student", "evaluate_student"}, changed
+    distill.write_text(original)
+    teacher.write_text(teacher.read_text() + "\n# edited\n")
+    changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+    assert changed == {"train_teacher", "cache_teacher", "evaluate_teacher"}, changed
 
 
 def _stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def test_student_and_distill_params_rerun_only_the_student(pipeline_repo):
-    repo = pipeline_repo
-    original = (repo / "params.yaml").read_text()
-    try:
-        for section, key, value in (("distill", "cld", {"mode": "off"}), ("student", "train", {"lr": 0.001})):
-            params = yaml.safe_load((repo / "params.yaml").read_text())
-            params[section][key].update(value)
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
-            assert changed and changed <= {"train_student", "evaluate_student"}, changed
-            ran = _stages_run(_run(["dvc", "repro"], repo).stdout)
-            assert ran == ["train_student", "evaluate_student"], ran
-        with (repo / "models/student/loss_log.csv").open() as f:
-            assert float(next(csv.DictReader(f))["cld"]) == 0.0  # the last run had CLD off
-    finally:
-        (repo / "params.yaml").write_text(original)
-        _run(["dvc", "repro"], repo)
+def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
+    repo = pipeline_copy
+    for section, key, value in (("distill", "cld", {"mode": "off"}), ("student", "train", {"lr": 0.001})):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params[section][key].update(value)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+        assert changed and changed <= {"train_student", "evaluate_student"}, changed
+        ran = _stages_run(_run(["dvc", "repro"], repo).stdout)
+        assert ran == ["train_student", "evaluate_student"], ran
+    with (repo / "models/student/loss_log.csv").open() as f:
+        assert float(next(csv.DictReader(f))["cld"]) == 0.0  # the last run had CLD off
 
 
-def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_repo):
-    repo = pipeline_repo
+def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_copy):
+    repo = pipeline_copy
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["teacher"]["train"]["lr"] = 0.002
+    params["teacher"]["train"]["lr"] *= 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run(["dvc", "status", "--json"], repo).stdout
-    changed = set(json.loads(out))
+    changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
     assert changed == {"train_teacher"}, changed
-    params["teacher"]["train"]["lr"] = 0.003
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_stage_error_is_one_line_and_nonzero(pipeline_repo, tmp_path):

@@ -253,7 +253,7 @@ def test_depth_rows_reproject_to_the_right_pixels(prepared: Path, kitti_readonly
         assert 0 < len(depth) < len(project)  # points behind and beside the camera are dropped
         np.testing.assert_allclose(depth[:, 0], u[inside], atol=1e-3)
         np.testing.assert_allclose(depth[:, 1], v[inside], atol=1e-3)
-        np.testing.assert_allclose(depth[:, 2], d[inside], rtol=1e-6)
+        np.testing.assert_allclose(depth[:, 2], d[inside], rtol=1e-6, atol=1e-6)
         cols, rows = np.floor(depth[:, 0] + 0.5), np.floor(depth[:, 1] + 0.5)
         assert cols.min() >= 0 and cols.max() <= width - 1 and rows.min() >= 0 and rows.max() <= height - 1
         np.testing.assert_array_equal(cols, np.floor(u[inside] + 0.5))
@@ -281,7 +281,7 @@ def test_depth_rows_keep_points_whose_pixel_is_in_the_image(kitti_readonly: Kitt
     points = calib.image_to_project(uv, depth, camera=2)
     rows = prepared_module.depth_rows(points, calib, (height, width))
     np.testing.assert_allclose(rows[:, :2], uv[[1, 2, 5, 6]], atol=1e-3)
-    np.testing.assert_allclose(rows[:, 2], 10.0, rtol=1e-6)
+    np.testing.assert_allclose(rows[:, 2], 10.0, rtol=1e-6, atol=1e-6)
 
 
 def test_item_has_everything(prepared: Path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from grids import small_grid
+from student_fixtures import tiny_student
 
 from stereodistill.errors import InputError
 from stereodistill.geometry.calibration import Calibration
@@ -25,24 +26,8 @@ from stereodistill.student.settings import StudentConfig
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 KITTI_PARAMS = PARAMS.parent / "docs" / "presets" / "params.kitti.yaml"
 
-TINY = StudentConfig(
-    backbone_channels=(4, 4, 8),
-    backbone_strides=(1, 2, 1),
-    backbone_blocks=(1, 1, 1),
-    stereo_channels=8,
-    semantic_channels=4,
-    cost_volume="gwc",
-    gwc_groups=2,
-    depth_min=2.0,
-    depth_max=18.0,
-    num_planes=8,
-    cost_channels=4,
-    voxel_z=4,
-    z_pool=2,
-    volume_channels=4,
-    bev_channels=8,
-    norm_groups=2,
-)
+# Planes 2 m apart over [2, 18] m (the hand values below), and two norm groups.
+TINY = tiny_student(depth_min=2.0, depth_max=18.0, norm_groups=2)
 
 
 def rig(

@@ -148,14 +148,14 @@ def test_augmentations_by_hand():
     points = np.array([[10.0, 2.0, -1.0, 0.5]], dtype=np.float32)
     boxes = np.array([[10.0, 2.0, -1.0, 4.0, 2.0, 1.5, 0.3]], dtype=np.float32)
     p, b = mirror_points(points), mirror_boxes(boxes)
-    np.testing.assert_allclose(p[0], [10, -2, -1, 0.5])
-    np.testing.assert_allclose(b[0], [10, -2, -1, 4, 2, 1.5, -0.3], rtol=1e-6)
+    np.testing.assert_allclose(p[0], [10, -2, -1, 0.5], atol=1e-6)
+    np.testing.assert_allclose(b[0], [10, -2, -1, 4, 2, 1.5, -0.3], rtol=1e-6, atol=1e-6)
     p, b = rotate_z(points, boxes, math.pi / 2)
     np.testing.assert_allclose(p[0], [-2, 10, -1, 0.5], atol=1e-5)
     np.testing.assert_allclose(b[0], [-2, 10, -1, 4, 2, 1.5, 0.3 + math.pi / 2], atol=1e-5)
     p, b = scale(points, boxes, 1.1)
-    np.testing.assert_allclose(b[0], [11, 2.2, -1.1, 4.4, 2.2, 1.65, 0.3], rtol=1e-6)
-    np.testing.assert_allclose(p[0, 3], 0.5)  # intensity untouched
+    np.testing.assert_allclose(b[0], [11, 2.2, -1.1, 4.4, 2.2, 1.65, 0.3], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(p[0, 3], 0.5, atol=1e-6)  # intensity untouched
 
 
 def test_augmentations_keep_points_in_their_boxes():

@@ -25,6 +25,7 @@ import zarr
 from click.testing import Result
 from kitti_fixtures import KittiFixture, _image
 from PIL import Image
+from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.distill.settings import DistillSettings
@@ -34,23 +35,6 @@ from stereodistill.student.settings import StudentSettings
 from stereodistill.teacher.settings import TeacherSettings
 
 REPO = Path(__file__).resolve().parents[2]
-
-# A tiny student for the train-student refusals (tests/test_student_train.py's TINY).
-TINY_STUDENT = {
-    "backbone_channels": [4, 4, 8],
-    "backbone_strides": [1, 2, 1],
-    "backbone_blocks": [1, 1, 1],
-    "stereo_channels": 8,
-    "semantic_channels": 4,
-    "gwc_groups": 2,
-    "num_planes": 8,
-    "cost_channels": 4,
-    "voxel_z": 4,
-    "z_pool": 2,
-    "volume_channels": 4,
-    "bev_channels": 8,
-    "norm_groups": 4,
-}
 
 
 def files_under(path: Path) -> list[str]:
@@ -221,14 +205,8 @@ def _params(setup: dict, tmp_path: Path, **sections: dict) -> Path:
     )
     params["student"].update(
         out_dir=str(out / "student"),
-        model=dict(TINY_STUDENT),
-        train={
-            **params["student"]["train"],
-            "epochs": 1,
-            "batch_size": 2,
-            "image_scale": 4,
-            "frame_limit": 2,
-        },
+        model=dict(TINY_STUDENT_MODEL),
+        train={**params["student"]["train"], **TINY_STUDENT_TRAIN, "frame_limit": 2},
     )
     for name, values in sections.items():
         params[name].update(values)

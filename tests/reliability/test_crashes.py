@@ -1,11 +1,15 @@
-"""Crash safety: SIGKILL at random moments of prepare, train-teacher, cache-teacher and train-student; a full
+"""Crash safety: SIGKILL at chosen moments of prepare, train-teacher, cache-teacher and train-student; a full
 disk during cache writes; two writers and two readers on one store.
 
-Every command runs as the real CLI in a subprocess (one thread). A command's *working phase* starts when its
-output (file, folder or store) first appears; each kill lands at a moment drawn uniformly from the working
-phase of an uninterrupted reference run (seeded, so a failure reproduces; see ``_moments``), so kills hit mid-frame, mid-epoch
-and mid-write, not only between units of work. After a kill nothing that DVC or a reader could take as
-finished exists; rerunning the same command completes and gives the reference's outputs.
+Every command runs as the real CLI in a subprocess (one thread). Each kill lands on an *event*: something the
+run does that the test sees on disk (its temporary file appears, an epoch reaches the loss log, a checkpoint
+holds an epoch, a shard's first chunk or its completion record is written), never after a delay, so where it
+lands does not depend on how fast the machine is. Each event leaves work after it (at least an epoch or a
+shard, a second or more; prepare's packing, about 0.1 s), so the watcher, which looks every 2 ms, kills before
+the end. Which events a test uses is drawn from the command's list with a fixed seed (see ``_events``): kills
+hit the start, the moment between a loss log and its checkpoint, and the middle of a shard's writes. After a
+kill nothing that DVC or a reader could take as finished exists; rerunning the same command completes and gives
+the reference's outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ import torch
 import yaml
 import zarr
 from cache_fixtures import SMALL, anchor_grid, assert_stores_equal, store_arrays
+from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.cache.lock import lock_path
 from stereodistill.cache.run import cache_teacher_from_params
@@ -37,7 +43,9 @@ from stereodistill.settings import to_dict
 
 EXE = Path(sys.executable).parent / "stereodistill"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-KILLS = 3  # random moments per command
+KILLS = 3  # events per command in the slow variant
+POLL_SECONDS = 0.002  # between two looks at the files a run writes
+PATIENCE_SECONDS = 600.0  # a run that has not reached its event by then fails the test
 
 
 def _cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -46,40 +54,50 @@ def _cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess
     )
 
 
-def _working_phase(args: list[str], started: Callable[[], bool], finished: Callable[[], bool]) -> float:
-    """Run ``args`` to the end; seconds from ``started()`` first holding to ``finished()`` first holding."""
-    proc = subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while not started() and proc.poll() is None:
-        time.sleep(0.002)
-    t0 = time.monotonic()
-    while not finished() and proc.poll() is None:
-        time.sleep(0.002)
-    seconds = time.monotonic() - t0
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    return seconds
+@dataclass(frozen=True)
+class Event:
+    """Something a run does that shows on disk. ``seen(out)`` (``out``: the run's output path) holds from the
+    moment it happens to the end of the run, so a late look sees it too."""
+
+    what: str
+    seen: Callable[[Path], bool]
 
 
-def _kill_during(args: list[str], started: Callable[[], bool], delay: float) -> bool:
-    """Start ``args``, SIGKILL it ``delay`` s after ``started()`` holds; False if it finished first."""
-    proc = subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not started() and proc.poll() is None:
-        time.sleep(0.002)
-    deadline = time.monotonic() + delay
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    if proc.poll() is not None:
-        return False
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return True
+def _start(args: list[str], stderr: Path) -> subprocess.Popen:
+    with stderr.open("wb") as err:
+        return subprocess.Popen([str(EXE), *args], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
 
 
-def _moments(name: str, phase: float, kills: int) -> list[float]:
-    """``kills`` seeded moments in the first 60% of the working phase: later ones often land after the finish,
-    since the reference (which times the phase) runs with cold caches and the killed runs warm."""
-    rng = random.Random(f"{name}-2026")
-    return [rng.uniform(0.0, 0.6 * phase) for _ in range(kills)]
+def _await(proc: subprocess.Popen, event: Event, out: Path, stderr: Path) -> None:
+    """Return once ``event`` is seen; fail if the run ends first or ``PATIENCE_SECONDS`` pass."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while not event.seen(out):
+        if proc.poll() is not None:
+            tail = stderr.read_text(errors="replace")[-2000:]
+            pytest.fail(f"{proc.args[1]} ended (exit {proc.returncode}) before {event.what}:\n{tail}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{proc.args[1]}: {event.what} was not seen within {PATIENCE_SECONDS:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _kill_at(args: list[str], event: Event, out: Path) -> None:
+    """Start ``args`` and SIGKILL it as soon as ``event`` is seen."""
+    stderr = out.parent / f".{out.name}.stderr"
+    proc = _start(args, stderr)
+    try:
+        _await(proc, event, out, stderr)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        stderr.unlink()
+
+
+def _events(name: str, events: list[Event], kills: int) -> list[Event]:
+    """``kills`` of ``events``, in an order drawn with a fixed seed (distinct while there are enough)."""
+    order = random.Random(f"{name}-2026").sample(events, len(events))
+    return [order[i % len(order)] for i in range(kills)]
 
 
 def _params_file(params: dict, path: Path) -> Path:
@@ -88,8 +106,17 @@ def _params_file(params: dict, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ prepare
-# One random moment per command in the fast suite, three behind the slow marker.
+# One event per command in the fast suite, three behind the slow marker.
 KILL_COUNTS = [1, pytest.param(KILLS, marks=pytest.mark.slow, id="3-kills")]
+
+# Packing four frames into the temporary file takes about a tenth of a second after it appears (the frames were
+# validated before), so the one event a run shows before its end is the file's appearance.
+PREPARE_EVENTS = [
+    Event(
+        "the temporary file appeared",
+        lambda out: out.exists() or any(out.parent.glob(f".{out.name}.tmp-*")),
+    )
+]
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
@@ -111,20 +138,23 @@ def test_prepare_killed_at_random_moments_reruns_to_the_same_bytes(synthetic_tra
 
     reference = tmp_path / "reference" / "train.h5"
     reference.parent.mkdir()
-    phase = _working_phase(args(reference), lambda: any(reference.parent.iterdir()), reference.exists)
+    result = _cli(*args(reference))
+    assert result.returncode == 0, result.stderr
     killed = 0
-    for i, delay in enumerate(_moments("prepare", phase, kills)):
+    for i, event in enumerate(_events("prepare", PREPARE_EVENTS, kills)):
         out = tmp_path / f"run{i}" / "train.h5"
         out.parent.mkdir()
-        if _kill_during(args(out), lambda out=out: any(out.parent.iterdir()), delay) and not out.exists():
+        _kill_at(args(out), event, out)
+        if not out.exists():
             killed += 1  # killed mid-write: nothing under the output name
-        if out.exists():  # killed after the rename: the file is whole
+            assert list(out.parent.glob(".train.h5.tmp-*")), "the dead writer's temporary file"
+        else:  # killed after the rename: the file is whole
             assert out.read_bytes() == reference.read_bytes()
         result = _cli(*args(out))
         assert result.returncode == 0, result.stderr
         assert out.read_bytes() == reference.read_bytes()
         assert [p.name for p in out.parent.iterdir()] == ["train.h5"], "the dead writer's temp file stays"
-    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
+    assert killed >= 1, "every kill came after the output was renamed into place"
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -152,37 +182,56 @@ def _teacher_params(split: Path, out_dir: Path) -> dict:
     }
 
 
-def _training_killed_then_resumed(
-    command: str, final_name: str, params_for: Callable[[Path], dict], tmp_path: Path, kills: int
-) -> list[tuple[Path, Path]]:
-    """Kill ``command`` at random moments, rerun it with ``--resume``; return (reference, resumed) finals."""
-    ref_dir = tmp_path / "reference"
-    ref_params = _params_file(params_for(ref_dir), tmp_path / "reference.yaml")
-    final = ref_dir / final_name
-    phase = _working_phase(
-        [command, "--params", str(ref_params), "--no-progress"], ref_dir.exists, final.exists
-    )
-    pairs, killed = [], 0
-    for i, delay in enumerate(_moments(command, phase, kills)):
-        out_dir = tmp_path / f"run{i}"
-        params = _params_file(params_for(out_dir), tmp_path / f"run{i}.yaml")
-        args = [command, "--params", str(params), "--no-progress"]
-        if _kill_during(args, out_dir.exists, delay) and not (out_dir / final_name).exists():
-            killed += 1  # killed before the final model: only the last complete epoch's checkpoint is there
-            if (out_dir / "checkpoint.pt").exists():  # written atomically: always loadable
-                assert "model" in torch.load(out_dir / "checkpoint.pt", weights_only=True)
-        result = _cli(command, "--params", params, "--resume", "--no-progress")
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert not list(out_dir.glob(".*.tmp-*")), "the dead writer's temp file stays"
-        pairs.append((ref_dir, out_dir))
-    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
-    return pairs
-
-
 def _epochs_logged(path: Path, column: str) -> list[int]:
     lines = path.read_text().splitlines()
     index = lines[0].split(",").index(column)
     return [int(line.split(",")[index]) for line in lines[1:]]
+
+
+def _logged_epoch(out_dir: Path) -> int:
+    """The last epoch in the run's loss log (0 before the first); the log is replaced whole, never half-written."""
+    log = out_dir / "loss_log.csv"
+    return max(_epochs_logged(log, "epoch"), default=0) if log.exists() else 0
+
+
+def _checkpoint_epoch(out_dir: Path) -> int:
+    """The epoch ``checkpoint.pt`` holds (0 before the first); it is written after that epoch's log rows."""
+    if _logged_epoch(out_dir) == 0 or not (out_dir / "checkpoint.pt").exists():
+        return 0
+    return int(torch.load(out_dir / "checkpoint.pt", weights_only=True)["epoch"])
+
+
+# Three epochs; each event leaves at least the last epoch to run.
+TRAINING_EVENTS = [
+    Event("the output folder appeared", Path.exists),
+    Event("epoch 1 reached the loss log", lambda out: _logged_epoch(out) >= 1),
+    Event("the checkpoint holds epoch 1", lambda out: _checkpoint_epoch(out) >= 1),
+    Event("epoch 2 reached the loss log", lambda out: _logged_epoch(out) >= 2),
+    Event("the checkpoint holds epoch 2", lambda out: _checkpoint_epoch(out) >= 2),
+]
+
+
+def _training_killed_then_resumed(
+    command: str, final_name: str, params_for: Callable[[Path], dict], tmp_path: Path, kills: int
+) -> list[tuple[Path, Path]]:
+    """Kill ``command`` at seeded events, rerun it with ``--resume``; return (reference, resumed) output folders."""
+    ref_dir = tmp_path / "reference"
+    ref_params = _params_file(params_for(ref_dir), tmp_path / "reference.yaml")
+    result = _cli(command, "--params", ref_params, "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = []
+    for i, event in enumerate(_events(command, TRAINING_EVENTS, kills)):
+        out_dir = tmp_path / f"run{i}"
+        params = _params_file(params_for(out_dir), tmp_path / f"run{i}.yaml")
+        _kill_at([command, "--params", str(params), "--no-progress"], event, out_dir)
+        assert not (out_dir / final_name).exists(), f"the final model exists after a kill when {event.what}"
+        if (out_dir / "checkpoint.pt").exists():  # written atomically: always loadable
+            assert "model" in torch.load(out_dir / "checkpoint.pt", weights_only=True)
+        result = _cli(command, "--params", params, "--resume", "--no-progress")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not list(out_dir.glob(".*.tmp-*")), "the dead writer's temp file stays"
+        pairs.append((ref_dir, out_dir))
+    return pairs
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
@@ -209,22 +258,8 @@ def _student_params(cache_setup: dict, out_dir: Path) -> dict:
     params = yaml.safe_load(Path(cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(out_dir),
-        "model": {
-            "backbone_channels": [4, 4, 8],
-            "backbone_strides": [1, 2, 1],
-            "backbone_blocks": [1, 1, 1],
-            "stereo_channels": 8,
-            "semantic_channels": 4,
-            "gwc_groups": 2,
-            "num_planes": 8,
-            "cost_channels": 4,
-            "voxel_z": 4,
-            "z_pool": 2,
-            "volume_channels": 4,
-            "bev_channels": 8,
-            "norm_groups": 4,
-        },
-        "train": {"epochs": 3, "batch_size": 2, "image_scale": 4, "seed": 3, "lr": 0.01},
+        "model": dict(TINY_STUDENT_MODEL),
+        "train": {**TINY_STUDENT_TRAIN, "epochs": 3, "seed": 3, "lr": 0.01},
     }
     params["distill"] = {"xgd": {"mode": "xgd"}, "cld": {"mode": "diagonal"}}
     return params
@@ -276,6 +311,32 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _cache_complete(store: Path) -> bool:
+    return (store / "zarr.json").exists() and bool(
+        zarr.open_group(store, mode="r", use_consolidated=False).attrs.get("complete")
+    )
+
+
+# Four shards of one frame; each event leaves at least the last two shards to compute and write.
+CACHE_EVENTS = [
+    Event("the store appeared", lambda store: (store / "zarr.json").exists()),
+    *(
+        event
+        for shard in (0, 1)
+        for event in (
+            Event(
+                f"shard {shard}'s first chunk was written",
+                lambda store, shard=shard: (store / "cls_logits" / f"c.{shard}.0.0.0").exists(),
+            ),
+            Event(
+                f"shard {shard} was marked complete",
+                lambda store, shard=shard: (store / "shard_complete" / f"c.{shard}").exists(),
+            ),
+        )
+    ),
+]
+
+
 @pytest.mark.parametrize("kills", KILL_COUNTS)
 def test_cache_teacher_killed_at_random_moments_reruns_to_the_same_store(
     teacher_cache_setup, one_frame_shards, tmp_path, kills
@@ -284,23 +345,14 @@ def test_cache_teacher_killed_at_random_moments_reruns_to_the_same_store(
         params = _params_file(_cache_params(teacher_cache_setup, store), store.with_suffix(".yaml"))
         return ["cache-teacher", "--params", str(params), "--no-progress"]
 
-    def complete(store: Path) -> bool:
-        return (store / "zarr.json").exists() and bool(
-            zarr.open_group(store, mode="r", use_consolidated=False).attrs.get("complete")
-        )
-
-    timed = tmp_path / "timed.zarr"
-    phase = _working_phase(args(timed), timed.exists, lambda: complete(timed))
-    killed = 0
-    for i, delay in enumerate(_moments("cache-teacher", phase, kills)):
+    for i, event in enumerate(_events("cache-teacher", CACHE_EVENTS, kills)):
         store = tmp_path / f"run{i}.zarr"
-        if _kill_during(args(store), store.exists, delay) and not complete(store):
-            killed += 1  # killed mid-run: the store says it is incomplete
+        _kill_at(args(store), event, store)
+        assert not _cache_complete(store), f"the store says it is complete after a kill when {event.what}"
         result = _cli(*args(store))
         assert result.returncode == 0, result.stderr[-3000:]
         assert_stores_equal(one_frame_shards, store)
         assert not list(store.rglob("*.partial")) and not lock_path(store).exists()
-    assert killed >= 1, "every kill came too late: the working phase was too short to hit"
 
 
 def test_a_second_cache_writer_is_refused_while_the_first_finishes(
@@ -308,24 +360,23 @@ def test_a_second_cache_writer_is_refused_while_the_first_finishes(
 ):
     store = tmp_path / "store.zarr"
     params = _params_file(_cache_params(teacher_cache_setup, store), tmp_path / "params.yaml")
-    first = subprocess.Popen(
-        [str(EXE), "cache-teacher", "--params", str(params), "--no-progress"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while not lock_path(store).exists():
-        assert first.poll() is None, "the first writer ended before taking the lock"
-        time.sleep(0.002)
-    first.send_signal(signal.SIGSTOP)  # a slow first writer: paused while it holds the lock
+    stderr = tmp_path / "first.stderr"
+    first = _start(["cache-teacher", "--params", str(params), "--no-progress"], stderr)
     try:
-        second = _cli("cache-teacher", "--params", params, "--no-progress")
+        _await(first, Event("the lock was taken", lambda store: lock_path(store).exists()), store, stderr)
+        first.send_signal(signal.SIGSTOP)  # a slow first writer: paused while it holds the lock
+        try:
+            second = _cli("cache-teacher", "--params", params, "--no-progress")
+        finally:
+            first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=PATIENCE_SECONDS) == 0, stderr.read_text(errors="replace")[-2000:]
     finally:
-        first.send_signal(signal.SIGCONT)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
     assert second.returncode == 1
     assert "another writer holds this cache" in second.stderr and str(lock_path(store)) in second.stderr
     assert "Traceback" not in second.stderr
-    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-2000:]
     assert_stores_equal(one_frame_shards, store)
 
 

@@ -18,25 +18,10 @@ import yaml
 import zarr
 from click.testing import Result
 from kitti_fixtures import KittiFixture
+from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_SOURCES = sorted([*(REPO / "stereodistill").rglob("*.py"), *(REPO / "stages").glob("*.py")])
-
-TINY_STUDENT = {
-    "backbone_channels": [4, 4, 8],
-    "backbone_strides": [1, 2, 1],
-    "backbone_blocks": [1, 1, 1],
-    "stereo_channels": 8,
-    "semantic_channels": 4,
-    "gwc_groups": 2,
-    "num_planes": 8,
-    "cost_channels": 4,
-    "voxel_z": 4,
-    "z_pool": 2,
-    "volume_channels": 4,
-    "bev_channels": 8,
-    "norm_groups": 4,
-}
 
 
 # ============================================================================================== 12 checkpoints
@@ -77,8 +62,8 @@ def _params(setup: dict, tmp_path: Path) -> dict:
     out = tmp_path / "out"
     params["teacher"]["out_dir"] = str(tmp_path / "teacher")
     params["teacher"]["train"].update(epochs=1, batch_size=2)
-    params["student"].update(out_dir=str(tmp_path / "student"), model=dict(TINY_STUDENT))
-    params["student"]["train"].update(epochs=1, batch_size=2, image_scale=4, frame_limit=2)
+    params["student"].update(out_dir=str(tmp_path / "student"), model=dict(TINY_STUDENT_MODEL))
+    params["student"]["train"].update(TINY_STUDENT_TRAIN, frame_limit=2)
     params["distill"]["xgd"]["mode"] = params["distill"]["cld"]["mode"] = "off"  # GT only: no cache needed
     params["cache"]["store"] = str(out / "cache.zarr")
     params["evaluate"].update(
