@@ -44,7 +44,7 @@ from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
 from stereodistill.student.ranks import epoch_indices
 from stereodistill.student.schedule import lr_factor, regression_factor
-from stereodistill.student.settings import StudentConfig, StudentTrainSettings
+from stereodistill.student.settings import StudentTrainSettings
 from stereodistill.student.teacher_cache import open_cache
 from stereodistill.student.train import train_student
 
