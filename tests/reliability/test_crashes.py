@@ -120,7 +120,7 @@ PREPARE_EVENTS = [
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
-def test_prepare_killed_at_random_moments_reruns_to_the_same_bytes(synthetic_train_split, tmp_path, kills):
+def test_prepare_killed_at_working_events_reruns_to_the_same_bytes(synthetic_train_split, tmp_path, kills):
     root = Path(synthetic_train_split).parent / "data"
     split_file = root / "ImageSets" / "train.txt"
 
@@ -235,7 +235,7 @@ def _training_killed_then_resumed(
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
-def test_train_teacher_killed_at_random_moments_resumes_to_the_same_epochs(
+def test_train_teacher_killed_at_working_events_resumes_to_the_same_epochs(
     synthetic_train_split, tmp_path, kills
 ):
     pairs = _training_killed_then_resumed(
@@ -266,7 +266,7 @@ def _student_params(cache_setup: dict, out_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
-def test_train_student_killed_at_random_moments_resumes_bitwise(teacher_cache_setup, tmp_path, kills):
+def test_train_student_killed_at_working_events_resumes_bitwise(teacher_cache_setup, tmp_path, kills):
     pairs = _training_killed_then_resumed(
         "train-student", "student.pt", lambda out: _student_params(teacher_cache_setup, out), tmp_path, kills
     )
@@ -338,7 +338,7 @@ CACHE_EVENTS = [
 
 
 @pytest.mark.parametrize("kills", KILL_COUNTS)
-def test_cache_teacher_killed_at_random_moments_reruns_to_the_same_store(
+def test_cache_teacher_killed_at_working_events_reruns_to_the_same_store(
     teacher_cache_setup, one_frame_shards, tmp_path, kills
 ):
     def args(store: Path) -> list[str]:
