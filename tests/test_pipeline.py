@@ -103,7 +103,7 @@ def test_only_the_stages_that_run_edited_code_or_params_go_stale(pipeline_copy):
     original = distill.read_text()
     distill.write_text(original + "\n# edited\n")
     changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
-    assert changed == {"train_student", "evaluate_student"}, changed
+    assert changed == {"train_student"}, changed  # evaluating a student never runs the distillation losses
     distill.write_text(original)
     teacher.write_text(teacher.read_text() + "\n# edited\n")
     changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
@@ -144,4 +144,4 @@ def test_stage_error_is_one_line_and_nonzero(pipeline_repo, tmp_path):
         [sys.executable, str(REPO / "stages/prepare.py")], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: section 'data'")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: data: expected a mapping")
