@@ -157,6 +157,9 @@ def test_frame_that_does_not_exist_is_all_missing(run_cli, kitti_readonly: Kitti
 def test_testing_subset_has_no_labels(run_cli, kitti_readonly: KittiFixture, tmp_path):
     result, report = check_json(run_cli, kitti_readonly.root, tmp_path, "--subset", "testing")
     assert result.exit_code == 0
+    frame = report["frames"]["000000"]
+    # the fixture's images are no real stereo pair; the stereo entry is tested in tests/test_data_check_stereo.py
+    assert frame.pop("stereo") is not None
     assert report["frames"] == {"000000": {"missing": [], "corrupt": [], "objects": []}}
 
 

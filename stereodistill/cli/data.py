@@ -72,11 +72,13 @@ def check(
     progress: bool,
 ) -> None:
     """Check the KITTI-layout dataset at ROOT: missing or corrupt files, LiDAR points in each labelled box,
-    and the overlap of each label's 2D box with its projected 3D box. Without --frames or --split-file,
+    the overlap of each label's 2D box with its projected 3D box, and whether each stereo pair matches its
+    calibration (LiDAR-implied against image-matched disparities). Without --frames or --split-file,
     every frame found in ROOT/SUBSET is checked.
 
     Exit status: 0 when every checked frame has all its files, readable; 1 when a file is missing or
-    corrupt (or the arguments are bad). Low point counts and low IoUs are reported, not failures.
+    corrupt (or the arguments are bad). Low point counts, low IoUs and stereo mismatches are reported,
+    not failures.
     """
     if frames and split_file is not None:
         raise click.UsageError("give --frames or --split-file, not both")

@@ -10,12 +10,20 @@ For each frame the report (``stereodistill data check --json``) holds::
                      "points_in_box": 1325,                       # LiDAR points inside the 3D box
                      "bbox_label": [x1, y1, x2, y2],              # the label's 2D box
                      "bbox_projected": [x1, y1, x2, y2],          # 3D box projected with P2, clipped to image_2
-                     "bbox_iou": 0.93}, ...]}},
-     "summary": {...}}
+                     "bbox_iou": 0.93}, ...],
+        "stereo": {"points": 500,                                 # LiDAR points matched between the images
+                   "median_abs_error_px": 0.45,                   # |image disparity - calibration disparity|
+                   "share_within_1px": 0.74,                      # share of points within 1 px
+                   "ok": true}}},                                 # see stereodistill.data.stereo_check
+     "summary": {..., "frames_with_stereo_mismatch": ["000042", ...], ...}}
 
 DontCare lines are not objects here. ``points_in_box`` is ``null`` when the velodyne or calib file is
 unusable; ``bbox_projected`` is ``null`` when calib is unusable (then ``bbox_iou`` is ``null``) or when
-the box is behind the camera or outside the image (then ``bbox_iou`` is 0).
+the box is behind the camera or outside the image (then ``bbox_iou`` is 0). ``stereo`` compares, for up to
+500 LiDAR points, the disparity the calibration implies with the one at which image_2 and image_3 match
+(:mod:`stereodistill.data.stereo_check`); it is ``null`` when image_2, image_3, velodyne or calib is unusable
+(or the pair's sizes differ). A frame whose ``ok`` is false (swapped images, a right image from another
+frame, a wrong ``P3``) is listed in the summary; like low IoUs, it does not change the exit status.
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ from stereodistill.data.kitti import (
     read_velodyne,
 )
 from stereodistill.data.labels import KittiObject, read_label_file
+from stereodistill.data.stereo_check import (
+    MAX_MEDIAN_ERROR_PX,
+    MIN_POINTS,
+    MIN_SHARE_WITHIN_1PX,
+    stereo_agreement,
+)
 from stereodistill.errors import InputError
 from stereodistill.geometry.boxes import boxes_to_image_2d, iou_2d, points_in_boxes
 from stereodistill.geometry.calibration import Calibration
@@ -54,6 +68,7 @@ class _FrameData:
     points_velo: np.ndarray | None = None
     calib: Calibration | None = None
     objects: list[KittiObject] | None = None
+    stereo_pair: bool = True  # False when image_2 and image_3 differ in size
     missing: list[str] = field(default_factory=list)
     corrupt: list[dict[str, str]] = field(default_factory=list)
 
@@ -88,6 +103,7 @@ def _load_frame(dataset: KittiObjectDataset, frame_id: str) -> _FrameData:
             check_same_size(data.image_2.shape[:2], data.image_3.shape[:2], paths.image_2, paths.image_3)
         except InputError as err:
             data.corrupt.append({"file": relative(paths.image_3), "error": str(err)})
+            data.stereo_pair = False
     data.points_velo = attempt(paths.velodyne, read_velodyne)
     data.calib = attempt(paths.calib, Calibration.from_file)
     data.objects = [] if paths.label_2 is None else attempt(paths.label_2, read_label_file)
@@ -137,6 +153,14 @@ def _object_reports(data: _FrameData) -> tuple[list[dict[str, Any]], np.ndarray,
     return reports, boxes, points
 
 
+def _stereo_report(data: _FrameData) -> dict[str, Any] | None:
+    if data.image_2 is None or data.image_3 is None or not data.stereo_pair:
+        return None
+    if data.points_velo is None or data.calib is None:
+        return None
+    return stereo_agreement(data.image_2, data.image_3, data.calib, data.points_velo).report()
+
+
 def _write_pictures(
     png_dir: Path,
     frame_id: str,
@@ -161,7 +185,12 @@ def check_frame(dataset: KittiObjectDataset, frame_id: str, png_dir: Path | None
     objects, boxes, points = _object_reports(data)
     if png_dir is not None:
         _write_pictures(png_dir, frame_id, data, boxes, points, [o["type"] for o in objects])
-    return {"missing": data.missing, "corrupt": data.corrupt, "objects": objects}
+    return {
+        "missing": data.missing,
+        "corrupt": data.corrupt,
+        "objects": objects,
+        "stereo": _stereo_report(data),
+    }
 
 
 def summarize(frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -176,6 +205,15 @@ def summarize(frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
             1 for obj in objects if obj["bbox_iou"] is not None and obj["bbox_iou"] < IOU_WARNING
         ),
         "bbox_iou_threshold": IOU_WARNING,
+        "frames_without_stereo_check": [fid for fid, frame in frames.items() if frame["stereo"] is None],
+        "frames_with_stereo_mismatch": [
+            fid for fid, frame in frames.items() if frame["stereo"] is not None and not frame["stereo"]["ok"]
+        ],
+        "stereo_thresholds": {
+            "min_points": MIN_POINTS,
+            "max_median_abs_error_px": MAX_MEDIAN_ERROR_PX,
+            "min_share_within_1px": MIN_SHARE_WITHIN_1PX,
+        },
     }
 
 
@@ -221,5 +259,12 @@ def format_summary(report: dict[str, Any], max_ids: int = 10) -> str:
             f"objects with 0 LiDAR points: {s['objects_with_0_points']}",
             f"objects with 2D IoU(label box, projected 3D box) < {s['bbox_iou_threshold']}: "
             f"{s['objects_with_bbox_iou_below_threshold']}",
+            f"frames without a stereo check (image_3, velodyne or calib unusable): "
+            f"{len(s['frames_without_stereo_check'])}{ids(s['frames_without_stereo_check'])}",
+            f"frames whose stereo pair disagrees with the calibration (median error > "
+            f"{s['stereo_thresholds']['max_median_abs_error_px']} px, share within 1 px < "
+            f"{s['stereo_thresholds']['min_share_within_1px']} or < {s['stereo_thresholds']['min_points']} "
+            f"points): "
+            f"{len(s['frames_with_stereo_mismatch'])}{ids(s['frames_with_stereo_mismatch'])}",
         ]
     )
