@@ -72,9 +72,7 @@ class OnlineTeacher:
     def attach(self, samples: list[StudentSample]) -> list[StudentSample]:
         grid, device = self.teacher.grid, self.teacher.device
         inputs = [
-            frame_inputs(self.split, s.index, [s.view], self.teacher.config.point_features, grid.class_names)[
-                0
-            ]
+            frame_inputs(self.split, s.index, [s.view], self.teacher.config.point_features, grid)[0]
             for s in samples
         ]
         clouds = [torch.from_numpy(points).to(device) for points, _, _ in inputs]

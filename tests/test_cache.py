@@ -99,7 +99,7 @@ def test_coverage_holds_every_assigner_positive_in_both_views(setup):
     assigner = TargetAssigner(grid)
     for i in range(len(split)):
         labels = split.labels(i)
-        gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
+        gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
         for view in ("identity", "hflip"):
             boxes = torch.from_numpy(boxes_in_view(gt.boxes.numpy(), view))
             targets = assigner.assign(boxes, gt.classes)
@@ -136,7 +136,7 @@ def test_capacity_too_small_for_ground_truth_is_an_error(setup):
     grid = setup["grid"]
     split = PreparedSplit(setup["split"])
     labels = split.labels(0)
-    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
+    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
     rule = CoverageRule(grid, 0.3, 0.1, capacity=3)
     with pytest.raises(InputError, match=r"cache\.coverage\.capacity"):
         rule(torch.full((grid.num_anchors, 3), -9.0), gt.boxes, gt.classes, "frame 000000")

@@ -70,10 +70,7 @@ def ground_truths(
     samples: list[StudentSample], grid: AnchorGrid, device: torch.device
 ) -> list[FrameGroundTruth]:
     """Each sample's labels as the assigner's ground truth, on ``device``."""
-    return [
-        ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid.class_names).to(device)
-        for s in samples
-    ]
+    return [ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid).to(device) for s in samples]
 
 
 def student_losses(

@@ -112,9 +112,7 @@ def train_teacher(
         bar = run.progress_bar(loader, epoch, progress)
         for batch in bar:
             points = [torch.from_numpy(f.points).to(device) for f in batch]
-            gts = [
-                ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid.class_names) for f in batch
-            ]
+            gts = [ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid) for f in batch]
             targets = assigner.assign_batch([gt.to(device) for gt in gts])
             out = model.head.flatten(model(points))
             losses = detection_losses(

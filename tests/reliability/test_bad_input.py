@@ -134,11 +134,15 @@ def test_4_broken_calibration_names_file_and_field(run_cli, kitti: KittiFixture,
             "unknown class 'Bus'",
         ),
         (
+            "car 0.00 0 -1.62 584.73 151.98 692.46 277.05 2.20 1.90 5.10 0.50 1.70 15.00 -1.59",
+            "class 'car' must be spelt 'Car': KITTI class names are case-sensitive",
+        ),
+        (
             "Car 0.00 0 -1.62 584.73 151.98 692.46 277.05 2.20 -1.90 5.10 0.50 1.70 15.00 -1.59",
             "negative size",
         ),
     ],
-    ids=["14 fields", "unknown class", "negative size"],
+    ids=["14 fields", "unknown class", "lower-case class", "negative size"],
 )
 def test_5_broken_label_line_names_file_and_line(run_cli, kitti: KittiFixture, tmp_path, line, message):
     label = kitti.path("training", "label_2", "000001")
