@@ -66,7 +66,7 @@ class OnlineTeacher:
 
     def __init__(self, teacher: SecondTeacher, split: PreparedSplit, rule: CoverageRule) -> None:
         self.teacher, self.split, self.rule = teacher, split, rule
-        self.anchors = teacher.grid.anchors(device=teacher.device)
+        self.anchors = teacher.grid.shared_anchors(teacher.device)
 
     @torch.no_grad()
     def attach(self, samples: list[StudentSample]) -> list[StudentSample]:

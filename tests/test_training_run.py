@@ -24,7 +24,7 @@ def _run(out_dir: Path, identity: dict, epochs: int = 3, **kwargs) -> TrainingRu
 
 
 def _train(run: TrainingRun, resume: bool = False, restart_on_mismatch: bool = False) -> Path:
-    run.start(resume, restart_on_mismatch, torch.device("cpu"))
+    run.start(resume, restart_on_mismatch)
     for epoch in run.epochs():
         loss = run.model(torch.ones(1, 2)).square().sum()
         run.optimizer.zero_grad()

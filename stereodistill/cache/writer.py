@@ -291,7 +291,7 @@ def write_cache(
         rule = CoverageRule(
             model.grid, settings.coverage.iou_floor, settings.coverage.score_floor, settings.coverage.capacity
         )
-        anchors = model.grid.anchors(device=model.device)
+        anchors = model.grid.shared_anchors(model.device)
         model.eval()
         total = sum(len(shard_frames(s, n, settings.frames_per_shard)) for s in pending)
         bar = tqdm(

@@ -35,6 +35,7 @@ and in the teacher cache, and compared on load (:meth:`AnchorGrid.check_compatib
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,6 +274,14 @@ class AnchorGrid:
         out[..., 6] = torch.tensor(self.rotations, dtype=f64).view(1, 1, 1, -1)
         return out.reshape(-1, 7).to(device=device, dtype=dtype)
 
+    def shared_anchors(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:meth:`anchors` built once per grid, device and dtype and shared by every caller: never modify it.
+
+        Training and inference need them every step or frame (525k anchors on the KITTI grid, built in float64
+        on the CPU): building and copying them each time costs more than the head's decoding.
+        """
+        return _shared_anchors(self, torch.device(device), dtype)
+
     def anchor_class_ids(self, device: torch.device | str | None = None) -> Tensor:
         """Class id of every anchor, ``(num_anchors,)`` long."""
         ids = torch.arange(self.num_classes, device=device).repeat_interleave(self.num_rotations)
@@ -298,6 +307,11 @@ class AnchorGrid:
             )
         b, _, k = per_anchor.shape
         return per_anchor.reshape(b, self.ny, self.nx, self.anchors_per_cell * k).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_anchors(grid: AnchorGrid, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return grid.anchors(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------- validation helpers

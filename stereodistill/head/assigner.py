@@ -240,7 +240,7 @@ class TargetAssigner:
     def _tensors(self, device: torch.device) -> _GridTensors:
         if device not in self._cache:
             g = self.grid
-            anchors = g.anchors(device=device)
+            anchors = g.shared_anchors(device)
             per_cell = anchors.view(g.ny * g.nx, g.num_classes, g.num_rotations, 7)
             class_anchors = tuple(per_cell[:, c].reshape(-1, 7).contiguous() for c in range(g.num_classes))
             rects = tuple(nearest_axis_bev_rects(a) for a in class_anchors)

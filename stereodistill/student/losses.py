@@ -16,7 +16,6 @@ the cache's class logits, over the region ``distill.cld.region`` (a union of ``g
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,12 +46,6 @@ if TYPE_CHECKING:
 
 LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
 LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
-
-
-@functools.lru_cache(maxsize=4)
-def _grid_anchors(grid: AnchorGrid, device: torch.device) -> Tensor:
-    """The grid's anchors on ``device``, built once (525k on the KITTI grid; every step needs them)."""
-    return grid.anchors(device=device)
 
 
 @dataclass(frozen=True)
@@ -139,7 +132,7 @@ def student_losses(
         gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
             head.box.dtype
         )
-        anchors = _grid_anchors(grid, device)[anchor_of]
+        anchors = grid.shared_anchors(device)[anchor_of]
         class_ids = targets.labels[frame_of, anchor_of]
         codes = head.box[frame_of, anchor_of]
         x = distill.xgd
