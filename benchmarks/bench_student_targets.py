@@ -66,15 +66,13 @@ class OnlineTeacher:
 
     def __init__(self, teacher: SecondTeacher, split: PreparedSplit, rule: CoverageRule) -> None:
         self.teacher, self.split, self.rule = teacher, split, rule
-        self.anchors = teacher.grid.anchors(device=teacher.device)
+        self.anchors = teacher.grid.shared_anchors(teacher.device)
 
     @torch.no_grad()
     def attach(self, samples: list[StudentSample]) -> list[StudentSample]:
         grid, device = self.teacher.grid, self.teacher.device
         inputs = [
-            frame_inputs(self.split, s.index, [s.view], self.teacher.config.point_features, grid.class_names)[
-                0
-            ]
+            frame_inputs(self.split, s.index, [s.view], self.teacher.config.point_features, grid)[0]
             for s in samples
         ]
         clouds = [torch.from_numpy(points).to(device) for points, _, _ in inputs]

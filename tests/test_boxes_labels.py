@@ -181,6 +181,11 @@ def test_label_line_round_trip(tmp_path):
     [
         (LABEL_000000.rsplit(" ", 1)[0], "expected 15 fields"),
         ("Truck2 " + LABEL_000000.split(" ", 1)[1], "unknown class 'Truck2'"),
+        ("pedestrian " + LABEL_000000.split(" ", 1)[1], "class 'pedestrian' must be spelt 'Pedestrian'"),
+        (
+            "PERSON_SITTING " + LABEL_000000.split(" ", 1)[1],
+            "must be spelt 'Person_sitting': KITTI class names",
+        ),
         (LABEL_000000.replace("8.41", "nan"), "NaN or inf"),
         (LABEL_000000.replace("8.41", "x"), "not a number"),
         (LABEL_000000.replace(" 0 -0.20", " 5 -0.20"), "occluded must be"),

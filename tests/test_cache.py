@@ -24,14 +24,14 @@ from cache_fixtures import calibrated_teacher as _teacher
 
 from stereodistill.cache.coverage import CoverageRule
 from stereodistill.cache.lock import StoreLock, lock_path
-from stereodistill.cache.ranks import Ranks
+from stereodistill.cache.ranks import Ranks, current_ranks
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.cache.schema import KIND_BEST
 from stereodistill.cache.store import store_identity
 from stereodistill.cache.writer import write_cache
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
-from stereodistill.errors import InputError
+from stereodistill.errors import InputError, StereoDistillError
 from stereodistill.geometry.views import boxes_in_view, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
@@ -99,7 +99,7 @@ def test_coverage_holds_every_assigner_positive_in_both_views(setup):
     assigner = TargetAssigner(grid)
     for i in range(len(split)):
         labels = split.labels(i)
-        gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
+        gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
         for view in ("identity", "hflip"):
             boxes = torch.from_numpy(boxes_in_view(gt.boxes.numpy(), view))
             targets = assigner.assign(boxes, gt.classes)
@@ -136,7 +136,7 @@ def test_capacity_too_small_for_ground_truth_is_an_error(setup):
     grid = setup["grid"]
     split = PreparedSplit(setup["split"])
     labels = split.labels(0)
-    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
+    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
     rule = CoverageRule(grid, 0.3, 0.1, capacity=3)
     with pytest.raises(InputError, match=r"cache\.coverage\.capacity"):
         rule(torch.full((grid.num_anchors, 3), -9.0), gt.boxes, gt.classes, "frame 000000")
@@ -334,7 +334,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_store(setup, tmp_pat
     assert_stores_equal(Path(setup["params"]["cache"]["store"]), store)
 
 
-def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
+def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path, monkeypatch):
     store = tmp_path / "ranks.zarr"
     params = {
         **setup["params"],
@@ -343,7 +343,8 @@ def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Every rank on CPU (gloo), whatever GPUs the machine has: the store is compared bitwise with a CPU run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [
             str(torchrun),
@@ -369,6 +370,7 @@ def test_two_torchrun_ranks_write_the_single_process_store(setup, tmp_path):
     reference = tmp_path / "reference.zarr"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     try:
         cache_teacher_from_params(
             parse_params({**params, "cache": {**params["cache"], "store": str(reference)}}), progress=False
@@ -433,3 +435,14 @@ def test_the_documented_plain_zarr_snippet_reads_a_frame(setup):
     np.testing.assert_array_equal(namespace["logits"], cached.cls_logits.numpy())
     np.testing.assert_array_equal(namespace["anchors"], cached.covered_index.numpy())
     np.testing.assert_array_equal(namespace["boxes"], cached.boxes.numpy())
+
+
+def test_a_local_rank_beyond_the_visible_gpus_is_refused_before_any_work(monkeypatch):
+    """torchrun --nproc_per_node 4 on a one-GPU machine: a clear message instead of 'invalid device ordinal'."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(StereoDistillError, match=r"LOCAL_RANK 2 needs cuda:2 but only 1 CUDA device\(s\)"):
+        current_ranks()
+    assert not torch.distributed.is_initialized()

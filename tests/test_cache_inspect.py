@@ -198,7 +198,7 @@ def _direct_frame_counts(store: Path, split_path: Path, frame: int, view: str, t
     grid = cache.grid
     cached = cache.read(frame, view)
     labels = PreparedSplit(split_path).labels(frame)
-    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid.class_names)
+    gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
     boxes = gt.boxes.clone()
     if view == "hflip":
         boxes[:, 1] *= -1

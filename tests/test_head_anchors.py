@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from grids import small_grid
 
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
@@ -264,3 +265,12 @@ def test_error_names_the_source_file():
     with pytest.raises(InputError) as err:
         AnchorGrid.from_params(p, source="params.yaml")
     assert str(err.value).startswith("params.yaml: grid.bev_cell_size")
+
+
+def test_shared_anchors_are_built_once_per_device_and_dtype():
+    g = small_grid(8.0, 4.0)
+    shared = g.shared_anchors("cpu")
+    assert shared is g.shared_anchors(torch.device("cpu"))
+    assert torch.equal(shared, g.anchors()) and shared.dtype == torch.float32
+    f64 = g.shared_anchors("cpu", torch.float64)
+    assert f64 is not shared and torch.equal(f64, g.anchors(dtype=torch.float64))

@@ -9,12 +9,14 @@ s = 0: 1.0, s = 0.2: 0.902, s = 0.8: 0.660, s = 1: 0.592, s = 1.2: 0.529, s = 1.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from grids import small_grid
 
+from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import (
     IGNORE,
@@ -24,6 +26,7 @@ from stereodistill.head.assigner import (
     nearest_axis_bev_iou,
 )
 from stereodistill.head.box_coder import decode_boxes, direction_target
+from stereodistill.params import load_params
 
 CAR, PED, BG = 0, 1, 2
 Y = 0.5  # centre of row iy = 5
@@ -328,22 +331,74 @@ def test_ground_truth_from_labels_maps_kitti_types():
     names = ["Car", "Van", "Pedestrian", "Person_sitting", "Truck", "DontCare", "DontCare", "Cyclist", "Misc"]
     boxes = np.arange(len(names) * 7, dtype=np.float64).reshape(-1, 7) + 1.0
     boxes[5, 3:6] = -1.0  # KITTI DontCare: no 3D box
-    gt = ground_truth_from_labels(names, boxes, ["Car", "Pedestrian", "Cyclist"])
+    gt = ground_truth_from_labels(names, boxes, small_grid(8.0, 4.0))
     torch.testing.assert_close(gt.boxes, torch.tensor(boxes[[0, 2, 7]], dtype=torch.float32))
     assert gt.classes.tolist() == [0, 1, 2]
     torch.testing.assert_close(gt.ignore_boxes, torch.tensor(boxes[[1, 3]], dtype=torch.float32))
     assert gt.ignore_classes.tolist() == [0, 1]
     torch.testing.assert_close(gt.dontcare_boxes, torch.tensor(boxes[[6]], dtype=torch.float32))
     # related classes absent from the grid are dropped; a Van is only an ignore box for Car
-    only_ped = ground_truth_from_labels(names, boxes, ["Pedestrian"])
+    only_ped = ground_truth_from_labels(names, boxes, small_grid(8.0, 4.0, ("Pedestrian",)))
     assert only_ped.classes.tolist() == [0] and only_ped.ignore_classes.tolist() == [0]
     torch.testing.assert_close(only_ped.ignore_boxes, torch.tensor(boxes[[3]], dtype=torch.float32))
     with pytest.raises(ValueError, match="2 names but 9 boxes"):
-        ground_truth_from_labels(["Car", "Van"], boxes, ["Car"])
+        ground_truth_from_labels(["Car", "Van"], boxes, small_grid(8.0, 4.0, ("Car",)))
+
+
+def _merging(grid: AnchorGrid) -> AnchorGrid:
+    return AnchorGrid.from_params({**grid.to_dict(), "related_classes": "merge"})
+
+
+def test_merged_related_classes_are_ground_truth_of_their_class_in_label_order():
+    """grid.related_classes: merge (LIGA-Stereo): Van is a Car, Person_sitting a Pedestrian; nothing is ignored."""
+    names = ["Van", "Car", "Truck", "Person_sitting", "DontCare", "Cyclist"]
+    boxes = np.arange(len(names) * 7, dtype=np.float64).reshape(-1, 7) + 1.0
+    gt = ground_truth_from_labels(names, boxes, _merging(small_grid(8.0, 4.0)))
+    torch.testing.assert_close(gt.boxes, torch.tensor(boxes[[0, 1, 3, 5]], dtype=torch.float32))
+    assert gt.classes.tolist() == [0, 0, 1, 2]
+    assert gt.ignore_boxes.shape == (0, 7) and gt.ignore_classes.shape == (0,)
+    torch.testing.assert_close(gt.dontcare_boxes, torch.tensor(boxes[[4]], dtype=torch.float32))
+    # still dropped when the related class is not in the grid
+    cyclists = ground_truth_from_labels(names, boxes, _merging(small_grid(8.0, 4.0, ("Cyclist",))))
+    assert cyclists.classes.tolist() == [0] and cyclists.ignore_boxes.shape == (0, 7)
+
+
+def test_related_classes_is_part_of_the_grid_contract():
+    grid = small_grid(8.0, 4.0)
+    merged = _merging(grid)
+    assert "related_classes" not in grid.to_dict()  # default grids serialise as before the key existed
+    assert merged.to_dict()["related_classes"] == "merge"
+    assert AnchorGrid.from_dict(merged.to_dict()) == merged
+    assert grid.diff(merged) == "grid.related_classes: 'ignore' != 'merge'"
+    with pytest.raises(
+        InputError, match=r"grid\.related_classes: expected one of ignore, merge, got 'Merge'"
+    ):
+        AnchorGrid.from_params({**grid.to_dict(), "related_classes": "Merge"})
+
+
+def test_merged_van_is_a_positive_car(grid, assigner):
+    gt = ground_truth_from_labels(["Car", "Van"], np.array([car(5.5), car(12.5)]), _merging(grid))
+    t = assigner.assign_frame(gt)
+    assert t.labels[idx(grid, 5.5)] == CAR
+    assert t.labels[idx(grid, 12.5)] == CAR
+    assert int(t.matched_gt[idx(grid, 12.5)]) == 1
 
 
 def test_ground_truth_from_labels_feeds_the_assigner(grid, assigner):
-    gt = ground_truth_from_labels(["Car", "Van"], np.array([car(5.5), car(12.5)]), grid.class_names)
+    gt = ground_truth_from_labels(["Car", "Van"], np.array([car(5.5), car(12.5)]), grid)
     t = assigner.assign_frame(gt)
     assert t.labels[idx(grid, 5.5)] == CAR
     assert t.labels[idx(grid, 12.5)] == IGNORE
+
+
+def test_the_kitti_preset_merges_related_classes_and_params_yaml_ignores_them():
+    repo = Path(__file__).resolve().parents[1]
+    grids = {
+        name: AnchorGrid.from_params(load_params(path).grid)
+        for name, path in (
+            ("default", repo / "params.yaml"),
+            ("kitti", repo / "docs/presets/params.kitti.yaml"),
+        )
+    }
+    assert grids["default"].related_classes == "ignore"
+    assert grids["kitti"].related_classes == "merge"

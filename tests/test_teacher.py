@@ -9,6 +9,7 @@ import torch
 import yaml
 from spconv.core import ConvAlgo
 from spconv.pytorch.conv import SparseConvolution
+from torch.utils.data import DataLoader
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError
@@ -21,6 +22,7 @@ from stereodistill.settings import load_settings
 from stereodistill.teacher.augment import rotate_z, scale
 from stereodistill.teacher.checkpoint import load_teacher, teacher_model_checkpoint
 from stereodistill.teacher.conv_algorithm import conv_algorithm_for, use_device_conv_algorithm
+from stereodistill.teacher.dataset import TeacherFrames, collate_frames
 from stereodistill.teacher.model import SecondTeacher, bev_stride
 from stereodistill.teacher.predict import iterate_responses, predict_to_kitti
 from stereodistill.teacher.settings import AugmentSettings, TeacherConfig, TeacherTrainSettings
@@ -143,6 +145,28 @@ def test_voxelizer_means_points_and_drops_outside():
     torch.testing.assert_close(rows[(0, 1, 2, 3)], torch.tensor([3.5, 2.5, 1.5, 0.5]))
 
 
+def test_a_frame_without_points_gives_no_voxels_and_never_reaches_point_to_voxel(monkeypatch):
+    vox = Voxelizer((1.0, 1.0, 1.0), (0, 0, 0, 4, 4, 2), 4, max_points_per_voxel=5, max_voxels=100)
+    points = torch.tensor([[0.2, 0.2, 0.2, 1.0], [3.5, 2.5, 1.5, 0.5]])
+    alone = vox([points])
+    generator = Voxelizer._generator
+
+    def refusing_empty(self, device):  # as spconv's CUDA kernel does
+        def run(pts):
+            assert pts.shape[0] > 0
+            return generator(self, device)(pts)
+
+        return run
+
+    monkeypatch.setattr(Voxelizer, "_generator", refusing_empty)
+    batch = vox([torch.zeros(0, 4), points])
+    assert torch.equal(batch.features, alone.features) and batch.features.dtype == torch.float32
+    assert torch.equal(batch.coords[:, 1:], alone.coords[:, 1:]) and (batch.coords[:, 0] == 1).all()
+    assert batch.coords.dtype == torch.int32 and batch.batch_size == 2
+    nothing = vox([torch.zeros(0, 4)])  # no voxel at all: one all-zero stand-in keeps the network running
+    assert nothing.coords.tolist() == [[0, 0, 0, 0]] and nothing.features.tolist() == [[0.0] * 4]
+
+
 # ------------------------------------------------------------------------------------------ augmentation
 def test_augmentations_by_hand():
     points = np.array([[10.0, 2.0, -1.0, 0.5]], dtype=np.float32)
@@ -178,13 +202,41 @@ def test_augmentations_keep_points_in_their_boxes():
         assert inside[0, :200].all() and inside[1, 200:].all() and not inside[0, 200:].any()
 
 
+def test_teacher_frames_in_worker_processes_equal_the_main_process(grid, synthetic_train_split):
+    """Samples depend on (seed, epoch, frame) only, so num_workers > 0 (the kitti preset) changes nothing."""
+    split = PreparedSplit(synthetic_train_split)
+    augment = AugmentSettings(gt_sampling=None)
+    frames = TeacherFrames(split, 4, augment, seed=5)
+    frames.set_epoch(3)
+
+    def batches(workers: int) -> list:
+        order = torch.Generator().manual_seed(11)
+        loader = DataLoader(
+            frames,
+            batch_size=2,
+            shuffle=True,
+            generator=order,
+            collate_fn=collate_frames,
+            num_workers=workers,
+        )
+        return [f for batch in loader for f in batch]
+
+    main, workers = batches(0), batches(2)
+    assert [f.frame_id for f in main] == [f.frame_id for f in workers]
+    for a, b in zip(main, workers, strict=True):
+        assert np.array_equal(a.points, b.points) and np.array_equal(a.boxes, b.boxes) and a.names == b.names
+
+
 # ------------------------------------------------------------------------------------------ training
 def _settings(epochs: int, lr: float = 0.01) -> TeacherTrainSettings:
     return TeacherTrainSettings(epochs=epochs, batch_size=2, lr=lr, augment=NO_AUGMENT)
 
 
 def test_killed_run_resumed_equals_uninterrupted(grid, synthetic_train_split, tmp_path):
-    full = train_teacher(grid, SMALL, _settings(3), synthetic_train_split, tmp_path / "full", progress=False)
+    # On CPU on every machine: spconv's CUDA voxeliser picks the points of over-full voxels by atomics.
+    full = train_teacher(
+        grid, SMALL, _settings(3), synthetic_train_split, tmp_path / "full", progress=False, device="cpu"
+    )
     part = train_teacher(
         grid,
         SMALL,
@@ -193,10 +245,18 @@ def test_killed_run_resumed_equals_uninterrupted(grid, synthetic_train_split, tm
         tmp_path / "part",
         progress=False,
         stop_after_epoch=1,
+        device="cpu",
     )
     assert part.name == "checkpoint.pt" and not (tmp_path / "part" / "teacher.pt").exists()
     final = train_teacher(
-        grid, SMALL, _settings(3), synthetic_train_split, tmp_path / "part", resume=True, progress=False
+        grid,
+        SMALL,
+        _settings(3),
+        synthetic_train_split,
+        tmp_path / "part",
+        resume=True,
+        progress=False,
+        device="cpu",
     )
     a = torch.load(full, weights_only=True)["model"]
     b = torch.load(final, weights_only=True)["model"]

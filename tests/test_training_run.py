@@ -24,7 +24,7 @@ def _run(out_dir: Path, identity: dict, epochs: int = 3, **kwargs) -> TrainingRu
 
 
 def _train(run: TrainingRun, resume: bool = False, restart_on_mismatch: bool = False) -> Path:
-    run.start(resume, restart_on_mismatch, torch.device("cpu"))
+    run.start(resume, restart_on_mismatch)
     for epoch in run.epochs():
         loss = run.model(torch.ones(1, 2)).square().sum()
         run.optimizer.zero_grad()
@@ -80,3 +80,27 @@ def test_epochs_left(tmp_path, start, stop, expected):
     run = _run(tmp_path, {}, stop_after_epoch=stop)
     run.start_epoch = start
     assert list(run.epochs()) == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_keeps_adamw_step_counts_on_the_cpu(tmp_path):
+    """As in a fresh run: a step count on the GPU costs a host sync per parameter and step."""
+
+    def run_on_cuda(**kwargs) -> TrainingRun:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1).cuda()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        return TrainingRun("toy", tmp_path, {}, model, optimizer, scheduler, 2, COLUMNS, **kwargs)
+
+    first = run_on_cuda(stop_after_epoch=1)
+    first.start(False, False)
+    loss = first.model(torch.ones(1, 2, device="cuda")).square().sum()
+    loss.backward()
+    first.optimizer.step()
+    first.end_epoch(1, "toy epoch 1")
+    resumed = run_on_cuda()
+    resumed.start(True, False)
+    assert resumed.start_epoch == 1
+    for state in resumed.optimizer.state.values():
+        assert state["step"].device.type == "cpu" and state["exp_avg"].device.type == "cuda"

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from grids import small_grid
 
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.writer import frame_inputs
@@ -27,6 +28,7 @@ from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.student.dataset import StudentFrames
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
+GRID = small_grid(8.0, 4.0, CLASSES)  # only its classes and related-class rule matter here
 
 
 def _labels(types: list[str], boxes: np.ndarray) -> FrameLabels:
@@ -141,14 +143,14 @@ def test_cache_ground_truth_equals_the_students_box_for_box(synthetic_train_spli
     for i in range(len(split)):
         sample = student[i]
         assert sample.view == view and sample.frame_id == split.frame_ids[i]
-        student_gt = ground_truth_from_labels(sample.names, torch.from_numpy(sample.boxes), CLASSES)
-        [(_, cache_boxes, cache_classes)] = frame_inputs(split, i, [view], 4, CLASSES)
+        student_gt = ground_truth_from_labels(sample.names, torch.from_numpy(sample.boxes), GRID)
+        [(_, cache_boxes, cache_classes)] = frame_inputs(split, i, [view], 4, GRID)
         assert cache_boxes.shape[0] > 0
         assert torch.equal(student_gt.boxes, cache_boxes)
         assert torch.equal(student_gt.classes, cache_classes)
     if view == HFLIP:  # and it is the identity GT mirrored
         boxes, names = view_ground_truth(split.labels(0), IDENTITY)
-        identity = ground_truth_from_labels(names, boxes, CLASSES)
+        identity = ground_truth_from_labels(names, boxes, GRID)
         flipped = student[0].boxes[np.isin(student[0].names, CLASSES)]
         np.testing.assert_array_equal(flipped, mirror_boxes(identity.boxes.numpy()))
 
@@ -161,7 +163,7 @@ def test_cache_covers_every_positive_of_the_students_flipped_ground_truth(teache
     student = StudentFrames(split, flip_probability=1.0, cache=cache)
     for i in range(len(split)):
         sample = student[i]
-        gt = ground_truth_from_labels(sample.names, torch.from_numpy(sample.boxes), cache.grid.class_names)
+        gt = ground_truth_from_labels(sample.names, torch.from_numpy(sample.boxes), cache.grid)
         positive = torch.nonzero(assigner.assign(gt.boxes, gt.classes).positive).flatten()
         assert positive.numel() > 0 and sample.teacher is not None and sample.teacher.view == HFLIP
         cache.require_covered(sample.teacher, positive)

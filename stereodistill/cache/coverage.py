@@ -56,7 +56,7 @@ class CoverageRule:
         """``(C, ny*nx*R, 4)``: nearest-axis BEV rectangles of each class's anchors."""
         if device not in self._rects:
             g = self.grid
-            anchors = g.anchors(device=device).view(g.ny * g.nx, g.num_classes, g.num_rotations, 7)
+            anchors = g.shared_anchors(device).view(g.ny * g.nx, g.num_classes, g.num_rotations, 7)
             self._rects[device] = torch.stack(
                 [nearest_axis_bev_rects(anchors[:, c].reshape(-1, 7)) for c in range(g.num_classes)]
             )

@@ -38,7 +38,7 @@ def cache_teacher_from_params(
         identity = store_identity(
             grid, settings, split.frame_ids, split_fingerprint(split), teacher_identity(checkpoint)
         )
-    return write_cache(
+    stats = write_cache(
         model,
         split,
         settings.store,
@@ -49,3 +49,5 @@ def cache_teacher_from_params(
         progress=progress,
         recompute_on_mismatch=recompute_on_mismatch,
     )
+    ranks.close()
+    return stats

@@ -218,7 +218,7 @@ def cache_stats(
     for frame_id in bar:
         cached = cache.read(frame_id, options.view)
         boxes, names = view_ground_truth(split.labels(split_index[frame_id]), options.view)
-        gt = ground_truth_from_labels(names, boxes, grid.class_names)
+        gt = ground_truth_from_labels(names, boxes, grid)
         per_frame.append(frame_stats(cache, cached, gt.boxes, gt.classes, assigner, options))
     return _summarise(per_frame, frame_ids, grid, iou_thresholds, options, cache, split)
 

@@ -44,6 +44,7 @@ from stereodistill.data.prepared import PreparedSplit
 from stereodistill.errors import InputError, OutputError
 from stereodistill.geometry.views import points_in_view, view_ground_truth
 from stereodistill.head.anchor_head import HeadOutput
+from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import ground_truth_from_labels
 from stereodistill.head.box_coder import apply_direction, decode_boxes
 from stereodistill.teacher.model import SecondTeacher
@@ -100,7 +101,7 @@ class _ShardWriter(threading.Thread):
 
 
 def frame_inputs(
-    split: PreparedSplit, i: int, views: Sequence[str], features: int, class_names: Sequence[str]
+    split: PreparedSplit, i: int, views: Sequence[str], features: int, grid: AnchorGrid
 ) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Per view: points ``(P, F)`` and the GT boxes ``(G, 7)`` / class ids ``(G,)`` coverage is measured against,
     all in the project frame of the view."""
@@ -109,7 +110,7 @@ def frame_inputs(
     out = []
     for view in views:
         boxes, names = view_ground_truth(labels, view)
-        gt = ground_truth_from_labels(names, boxes, class_names)
+        gt = ground_truth_from_labels(names, boxes, grid)
         out.append((points_in_view(points, view), gt.boxes, gt.classes))
     return out
 
@@ -168,9 +169,7 @@ def _compute_shard(
     for start in range(0, len(frames), settings.batch_size):
         batch = frames[start : start + settings.batch_size]
         inputs = [
-            item
-            for i in batch
-            for item in frame_inputs(split, i, views, model.config.point_features, grid.class_names)
+            item for i in batch for item in frame_inputs(split, i, views, model.config.point_features, grid)
         ]
         clouds = [torch.from_numpy(np.ascontiguousarray(p)).to(device) for p, _, _ in inputs]
         _sync(device)
@@ -292,7 +291,7 @@ def write_cache(
         rule = CoverageRule(
             model.grid, settings.coverage.iou_floor, settings.coverage.score_floor, settings.coverage.capacity
         )
-        anchors = model.grid.anchors(device=model.device)
+        anchors = model.grid.shared_anchors(model.device)
         model.eval()
         total = sum(len(shard_frames(s, n, settings.frames_per_shard)) for s in pending)
         bar = tqdm(

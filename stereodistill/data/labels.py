@@ -4,6 +4,12 @@ One object per line, 15 space-separated fields (16 for detection results, the la
 
     type truncated occluded alpha x1 y1 x2 y2 h w l x y z rotation_y [score]
 
+``type`` is one of :data:`KITTI_CLASSES`, spelt exactly (KITTI's devkit compares names case-sensitively). A
+name in another case (``car``, ``VAN``, often from converted labels) is refused with the file, the line and the
+KITTI spelling rather than accepted: accepting it silently would drop the object from training (the grid's
+classes and the related-class rule match exact names) and from evaluation, and rewriting it would make our
+reading of a file differ from the devkit's.
+
 ``x1 y1 x2 y2`` is the 2D box in image_2 pixels; ``h w l`` the 3D size in metres; ``x y z`` the bottom-face
 centre in rectified camera-0 coordinates; ``rotation_y`` the yaw about the camera's y (down) axis.
 """
@@ -74,6 +80,11 @@ def parse_label_line(line: str, path: str | Path = "<label>", lineno: int | None
         raise InputError(f"expected 15 fields (16 with a score), found {len(fields)}", path, lineno)
     kind = fields[0]
     if kind not in KITTI_CLASSES:
+        spelt = [name for name in KITTI_CLASSES if name.lower() == kind.lower()]
+        if spelt:
+            raise InputError(
+                f"class {kind!r} must be spelt {spelt[0]!r}: KITTI class names are case-sensitive", path, lineno
+            )
         raise InputError(f"unknown class {kind!r} (KITTI classes: {', '.join(KITTI_CLASSES)})", path, lineno)
     try:
         values = [float(v) for v in fields[1:]]

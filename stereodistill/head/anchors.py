@@ -24,12 +24,18 @@ i.e. per cell the ``A = C * R`` anchors are ordered ``[class][rotation]`` (as LI
 head output ``(B, A * K, ny, nx)`` has channel ``a * K + k`` for anchor ``a = c * R + r`` of the cell and value
 ``k``; :meth:`AnchorGrid.flatten_dense` turns it into ``(B, ny * nx * A, K)`` in anchor-index order.
 
+Training targets. ``related_classes`` says how KITTI's Van and Person_sitting labels enter training (both
+networks and the teacher cache's coverage, through :func:`~stereodistill.head.assigner.ground_truth_from_labels`):
+``ignore`` (default) makes the anchors they overlap ignored, ``merge`` (LIGA-Stereo) trains on them as Car and
+Pedestrian. Evaluation is KITTI's either way. It is optional in params.yaml.
+
 The grid is part of the teacher/student contract: it is stored (:meth:`AnchorGrid.to_dict`) in every checkpoint
 and in the teacher cache, and compared on load (:meth:`AnchorGrid.check_compatible`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +53,16 @@ FLOAT_TOLERANCE = 1e-6
 _GRID_KEYS = ("point_cloud_range", "bev_cell_size", "rotations", "classes")
 # Optional keys: absent means the default, and to_dict() writes them only when not at the default, so grids
 # written before the key existed compare equal to new default grids.
-_OPTIONAL_GRID_KEYS = ("anchor_placement",)
+_OPTIONAL_GRID_KEYS = ("anchor_placement", "related_classes")
 
 CELL_CENTRE = "cell_centre"  # anchors at cell centres (default)
 RANGE_CORNERS = "range_corners"  # OpenPCDet align_center False: x_min..x_max inclusive
 ANCHOR_PLACEMENTS = (CELL_CENTRE, RANGE_CORNERS)
+# How training reads KITTI's related types (Van for Car, Person_sitting for Pedestrian); the rule itself is
+# stereodistill.head.assigner.ground_truth_from_labels.
+RELATED_IGNORED = "ignore"  # anchors they overlap are neither positive nor negative (default, SECOND)
+RELATED_MERGED = "merge"  # they are GT boxes of the related class (LIGA-Stereo's training)
+RELATED_CLASS_RULES = (RELATED_IGNORED, RELATED_MERGED)
 _CLASS_KEYS = ("name", "size", "bottom_z", "matched_iou", "unmatched_iou")
 
 
@@ -88,6 +99,7 @@ class AnchorGrid:
     rotations: tuple[float, ...]
     classes: tuple[AnchorClass, ...]
     anchor_placement: str = CELL_CENTRE  # CELL_CENTRE or RANGE_CORNERS (see the module docstring)
+    related_classes: str = RELATED_IGNORED  # RELATED_IGNORED or RELATED_MERGED (see the module docstring)
     # Where the grid came from (params path, checkpoint), for error messages only; not compared or stored.
     source: str | None = field(default=None, compare=False, repr=False)
 
@@ -106,6 +118,12 @@ class AnchorGrid:
         if placement not in ANCHOR_PLACEMENTS:
             raise InputError(
                 f"grid.anchor_placement: expected one of {', '.join(ANCHOR_PLACEMENTS)}, got {placement!r}",
+                src,
+            )
+        related = section.get("related_classes", RELATED_IGNORED)
+        if related not in RELATED_CLASS_RULES:
+            raise InputError(
+                f"grid.related_classes: expected one of {', '.join(RELATED_CLASS_RULES)}, got {related!r}",
                 src,
             )
         raw_classes = section["classes"]
@@ -136,6 +154,7 @@ class AnchorGrid:
             rotations=tuple(_floats(section["rotations"], "grid.rotations", src)),
             classes=tuple(classes),
             anchor_placement=placement,
+            related_classes=related,
             source=src,
         )
 
@@ -147,7 +166,7 @@ class AnchorGrid:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict in the params.yaml layout (for checkpoints and the cache attributes).
 
-        ``anchor_placement`` is included only when it is not the default ``cell_centre``.
+        ``anchor_placement`` and ``related_classes`` are included only when not at their defaults.
         """
         out: dict[str, Any] = {
             "point_cloud_range": list(self.point_cloud_range),
@@ -157,6 +176,8 @@ class AnchorGrid:
         }
         if self.anchor_placement != CELL_CENTRE:
             out["anchor_placement"] = self.anchor_placement
+        if self.related_classes != RELATED_IGNORED:
+            out["related_classes"] = self.related_classes
         return out
 
     # ------------------------------------------------------------------ comparison
@@ -165,7 +186,7 @@ class AnchorGrid:
 
         Floats are equal when within ``FLOAT_TOLERANCE`` (so a float32 round trip of a value still matches).
         """
-        for key in ("point_cloud_range", "bev_cell_size", "rotations", "anchor_placement"):
+        for key in ("point_cloud_range", "bev_cell_size", "rotations", "anchor_placement", "related_classes"):
             a, b = getattr(self, key), getattr(other, key)
             if not _values_equal(a, b):
                 return f"grid.{key}: {_show(a)} != {_show(b)}"
@@ -253,6 +274,14 @@ class AnchorGrid:
         out[..., 6] = torch.tensor(self.rotations, dtype=f64).view(1, 1, 1, -1)
         return out.reshape(-1, 7).to(device=device, dtype=dtype)
 
+    def shared_anchors(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:meth:`anchors` built once per grid, device and dtype and shared by every caller: never modify it.
+
+        Training and inference need them every step or frame (525k anchors on the KITTI grid, built in float64
+        on the CPU): building and copying them each time costs more than the head's decoding.
+        """
+        return _shared_anchors(self, torch.device(device), dtype)
+
     def anchor_class_ids(self, device: torch.device | str | None = None) -> Tensor:
         """Class id of every anchor, ``(num_anchors,)`` long."""
         ids = torch.arange(self.num_classes, device=device).repeat_interleave(self.num_rotations)
@@ -278,6 +307,11 @@ class AnchorGrid:
             )
         b, _, k = per_anchor.shape
         return per_anchor.reshape(b, self.ny, self.nx, self.anchors_per_cell * k).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_anchors(grid: AnchorGrid, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return grid.anchors(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------- validation helpers

@@ -14,7 +14,7 @@ nearer to +-pi/2 than to 0 or pi swaps its ``l`` and ``w`` and is treated as an 
 Ignore regions turn would-be negatives into ignored anchors (never positives into anything else):
 
 - **related-class boxes** (``ignore_boxes`` with ``ignore_classes``; KITTI's Van for Car and Person_sitting for
-  Pedestrian, see :func:`ground_truth_from_labels`): a background anchor of class ``k`` whose nearest-axis BEV
+  Pedestrian under the grid's default ``related_classes: ignore``, see :func:`ground_truth_from_labels`): a background anchor of class ``k`` whose nearest-axis BEV
   IoU with an ignore box of class ``k`` is >= class ``k``'s ``unmatched_iou`` becomes ignored, i.e. exactly
   the anchors that would not have been negatives had the box been a GT of class ``k``;
 - **DontCare regions** (``dontcare_boxes``, all classes): a background anchor whose centre lies inside the
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from stereodistill.geometry.bev import points_in_bev_boxes
-from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.anchors import RELATED_MERGED, AnchorGrid
 from stereodistill.head.box_coder import CODE_SIZE, direction_target, encode_boxes, limit_period
 
 IGNORE = -1
@@ -47,8 +47,8 @@ IGNORE = -1
 # at different grid positions can differ by float32 rounding.
 FORCE_MATCH_TOLERANCE = 1e-6
 
-# KITTI classes whose boxes make anchors of a related grid class ignored instead of negative.
-RELATED_IGNORE: dict[str, str] = {"Van": "Car", "Person_sitting": "Pedestrian"}
+# KITTI types related to a grid class: ignore regions for its anchors, or boxes of it (grid.related_classes).
+RELATED_CLASS: dict[str, str] = {"Van": "Car", "Person_sitting": "Pedestrian"}
 DONT_CARE = "DontCare"
 
 
@@ -104,13 +104,16 @@ class FrameGroundTruth:
 
 
 def ground_truth_from_labels(
-    names: Sequence[str], boxes: np.ndarray | Tensor, class_names: Sequence[str]
+    names: Sequence[str], boxes: np.ndarray | Tensor, grid: AnchorGrid
 ) -> FrameGroundTruth:
     """Map a frame's labelled objects (KITTI type names and project boxes ``(N, 7)``) to assigner inputs.
 
-    - a name in ``class_names`` (the grid's classes) -> GT box of that class id;
-    - ``Van`` -> ignore box for ``Car``, ``Person_sitting`` -> ignore box for ``Pedestrian`` (:data:`RELATED_IGNORE`;
-      dropped when the related class is not in the grid);
+    The one rule every trainer and the teacher cache's coverage use:
+
+    - a name among the grid's classes -> GT box of that class id;
+    - ``Van`` / ``Person_sitting`` (:data:`RELATED_CLASS`), when ``Car`` / ``Pedestrian`` is in the grid: with
+      ``grid.related_classes == "ignore"`` an ignore box for that class, with ``"merge"`` (LIGA-Stereo) a GT box
+      of that class, in label order among the others;
     - ``DontCare`` -> DontCare region if it has a real 3D box (all of ``l, w, h`` > 0), else dropped (KITTI's
       DontCare has dimensions -1: handle those in image space);
     - anything else (Truck, Tram, Misc, ...) is dropped: its anchors may be negatives, as in KITTI training.
@@ -118,15 +121,16 @@ def ground_truth_from_labels(
     box_array = _as_boxes(boxes)
     if len(names) != box_array.shape[0]:
         raise ValueError(f"{len(names)} names but {box_array.shape[0]} boxes")
-    index = {name: i for i, name in enumerate(class_names)}
+    index = {name: i for i, name in enumerate(grid.class_names)}
+    merge = grid.related_classes == RELATED_MERGED
     gt, gt_cls, ign, ign_cls, dontcare = [], [], [], [], []
     for i, name in enumerate(names):
         if name in index:
             gt.append(i)
             gt_cls.append(index[name])
-        elif name in RELATED_IGNORE and RELATED_IGNORE[name] in index:
-            ign.append(i)
-            ign_cls.append(index[RELATED_IGNORE[name]])
+        elif name in RELATED_CLASS and RELATED_CLASS[name] in index:
+            (gt if merge else ign).append(i)
+            (gt_cls if merge else ign_cls).append(index[RELATED_CLASS[name]])
         elif name == DONT_CARE and bool(torch.all(box_array[i, 3:6] > 0)):
             dontcare.append(i)
     return FrameGroundTruth.from_boxes(
@@ -236,7 +240,7 @@ class TargetAssigner:
     def _tensors(self, device: torch.device) -> _GridTensors:
         if device not in self._cache:
             g = self.grid
-            anchors = g.anchors(device=device)
+            anchors = g.shared_anchors(device)
             per_cell = anchors.view(g.ny * g.nx, g.num_classes, g.num_rotations, 7)
             class_anchors = tuple(per_cell[:, c].reshape(-1, 7).contiguous() for c in range(g.num_classes))
             rects = tuple(nearest_axis_bev_rects(a) for a in class_anchors)

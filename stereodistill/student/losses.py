@@ -16,7 +16,6 @@ the cache's class logits, over the region ``distill.cld.region`` (a union of ``g
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,12 +48,6 @@ LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
 LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
 
 
-@functools.lru_cache(maxsize=4)
-def _grid_anchors(grid: AnchorGrid, device: torch.device) -> Tensor:
-    """The grid's anchors on ``device``, built once (525k on the KITTI grid; every step needs them)."""
-    return grid.anchors(device=device)
-
-
 @dataclass(frozen=True)
 class StepLosses:
     """Loss terms of one batch (scalars; ``total`` carries the graph), ``loc`` per residual code (unweighted) and
@@ -70,10 +63,7 @@ def ground_truths(
     samples: list[StudentSample], grid: AnchorGrid, device: torch.device
 ) -> list[FrameGroundTruth]:
     """Each sample's labels as the assigner's ground truth, on ``device``."""
-    return [
-        ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid.class_names).to(device)
-        for s in samples
-    ]
+    return [ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid).to(device) for s in samples]
 
 
 def student_losses(
@@ -142,7 +132,7 @@ def student_losses(
         gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
             head.box.dtype
         )
-        anchors = _grid_anchors(grid, device)[anchor_of]
+        anchors = grid.shared_anchors(device)[anchor_of]
         class_ids = targets.labels[frame_of, anchor_of]
         codes = head.box[frame_of, anchor_of]
         x = distill.xgd

@@ -35,7 +35,7 @@ def detect_frames(
         calibs.append(scale_calibration(split.calibration(i), image_scale))
     inputs = batch_inputs(lefts, rights, calibs, device)
     head = model.head.flatten(model(inputs.left, inputs.right, inputs.P2, inputs.baseline).head)
-    return decode_batch(head.cls, head.box, head.dir, model.grid.anchors(device=device), settings)
+    return decode_batch(head.cls, head.box, head.dir, model.grid.shared_anchors(device), settings)
 
 
 def predict_to_kitti(

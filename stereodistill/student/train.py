@@ -84,7 +84,11 @@ def train_student(
     model = StereoStudent(config, grid).to(device)
     network: torch.nn.Module = model
     if ranks.world > 1:
-        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # No BatchNorm in the student (GroupNorm): its buffers are constants every rank builds alike, so
+        # broadcasting them each step (plane and voxel centres, tens of MB at KITTI scale) is pure traffic.
+        network = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     assigner = TargetAssigner(grid)
     frames = StudentFrames(
         split, settings.flip_probability, settings.image_scale, settings.seed, cache, settings.frame_limit
@@ -116,7 +120,7 @@ def train_student(
         stop_after_epoch=stop_after_epoch,
         ranks=ranks,
     )
-    run.start(resume, restart_on_mismatch, device)
+    run.start(resume, restart_on_mismatch)
 
     for epoch in run.epochs():
         model.train()
@@ -155,4 +159,6 @@ def train_student(
             + ")",
         )
     extra = {"settings": to_dict(settings), "distill": to_dict(distill)}
-    return run.finish(student_model_checkpoint(model, settings.epochs, extra))
+    path = run.finish(student_model_checkpoint(model, settings.epochs, extra))
+    ranks.close()
+    return path

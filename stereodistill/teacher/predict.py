@@ -40,7 +40,7 @@ def iterate_responses(
     """Run ``model`` (eval mode, its device) over every frame of ``split`` in order."""
     model.eval()
     device = model.device
-    anchors = model.grid.anchors(device=device)
+    anchors = model.grid.shared_anchors(device)
     features = model.config.point_features
     bar = tqdm(total=len(split), desc="teacher inference", unit="frame", disable=None if progress else True)
     for start in range(0, len(split), batch_size):
@@ -56,7 +56,7 @@ def iterate_responses(
 
 
 def detect(model: SecondTeacher, response: TeacherResponse, settings: DecodeSettings) -> Detections:
-    anchors = model.grid.anchors(device=response.cls_logits.device)
+    anchors = model.grid.shared_anchors(response.cls_logits.device)
     return decode_frame(response.cls_logits, response.box_residuals, response.dir_logits, anchors, settings)
 
 

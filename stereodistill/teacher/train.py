@@ -28,7 +28,8 @@ from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig, TeacherTrainSettings
 from stereodistill.training.run import TrainingRun, run_identity
 
-LOG_COLUMNS = ["epoch", "total", "cls", "loc", "dir", "lr", "seconds"]
+LOSS_KEYS = ("total", "cls", "loc", "dir")
+LOG_COLUMNS = ["epoch", *LOSS_KEYS, "lr", "seconds"]
 
 
 def train_teacher(
@@ -93,7 +94,7 @@ def train_teacher(
         LOG_COLUMNS,
         stop_after_epoch=stop_after_epoch,
     )
-    run.start(resume, restart_on_mismatch, device)
+    run.start(resume, restart_on_mismatch)
 
     for epoch in run.epochs():
         model.train()
@@ -107,14 +108,13 @@ def train_teacher(
             collate_fn=collate_frames,
             num_workers=settings.num_workers,
         )
-        sums = {"total": 0.0, "cls": 0.0, "loc": 0.0, "dir": 0.0}
+        # Summed on the device in float64 (the same additions as Python floats), read once per epoch.
+        sums_device = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=device)
         started = time.perf_counter()
         bar = run.progress_bar(loader, epoch, progress)
         for batch in bar:
             points = [torch.from_numpy(f.points).to(device) for f in batch]
-            gts = [
-                ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid.class_names) for f in batch
-            ]
+            gts = [ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid) for f in batch]
             targets = assigner.assign_batch([gt.to(device) for gt in gts])
             out = model.head.flatten(model(points))
             losses = detection_losses(
@@ -129,9 +129,10 @@ def train_teacher(
                 dir_weight=settings.loss_weights["dir"],
             )
             run.step(losses["total"], settings.grad_clip)
-            for key in sums:
-                sums[key] += float(losses[key].detach())
-            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
+            sums_device += torch.stack([losses[key].detach() for key in LOSS_KEYS]).double()
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
+        sums = dict(zip(LOSS_KEYS, sums_device.tolist(), strict=True))
         n = len(loader)
         run.log_rows.append(
             {

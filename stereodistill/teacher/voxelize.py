@@ -27,6 +27,10 @@ class Voxelizer:
     ``voxel_size`` and ``point_cloud_range`` are in ``x, y, z`` order (metres); points outside the range are
     dropped; at most ``max_points_per_voxel`` points are averaged per voxel and at most ``max_voxels`` voxels
     are kept per frame (spconv keeps the first ones met, so the order of points decides which).
+
+    A frame without points never reaches ``PointToVoxel`` (spconv's CUDA kernel refuses a zero-size launch): it
+    contributes no voxels, exactly what the CPU generator returns for it. A batch without any voxel gets one
+    all-zero voxel so that the sparse network still runs and every frame gets a full output map.
     """
 
     def __init__(
@@ -67,6 +71,10 @@ class Voxelizer:
                 raise ValueError(
                     f"frame {b}: expected points (N, {self.num_point_features}), got {tuple(pts.shape)}"
                 )
+            if pts.shape[0] == 0:
+                features.append(pts.new_zeros(0, self.num_point_features, dtype=torch.float32))
+                coords.append(torch.zeros(0, 4, dtype=torch.int32, device=pts.device))
+                continue
             voxels, zyx, counts = self._generator(pts.device)(pts.float().contiguous())
             mean = voxels.sum(dim=1) / counts.clamp(min=1).to(voxels.dtype)[:, None]
             features.append(mean)

@@ -101,12 +101,16 @@ class TrainingRun:
         if self.lead:
             tqdm.write(message)
 
-    def start(self, resume: bool, restart_on_mismatch: bool, device: torch.device) -> None:
+    def start(self, resume: bool, restart_on_mismatch: bool) -> None:
         """Resume from the checkpoint when ``resume`` and it has this run's identity, then read the loss log up
-        to the epoch resumed from. Creates ``out_dir`` only now, so a refused run leaves nothing behind."""
+        to the epoch resumed from. Creates ``out_dir`` only now, so a refused run leaves nothing behind.
+
+        The checkpoint is read to CPU: loading copies the weights to the model's device and the optimizer moves
+        its state next to each parameter, except AdamW's ``step`` counts, which stay on CPU as in a fresh run
+        (on a GPU they would cost a host sync per parameter and step)."""
         path = self.checkpoint_path
         if resume and path.exists():
-            ckpt = load_checkpoint(path, self.checkpoint_kind, map_location=device)
+            ckpt = load_checkpoint(path, self.checkpoint_kind, map_location="cpu")
             changed = [key for key in self.identity if ckpt.get(key) != self.identity[key]]
             what = f"the {self.model_kind}'s {', '.join(changed)}"
             if not changed:

@@ -134,11 +134,15 @@ def test_4_broken_calibration_names_file_and_field(run_cli, kitti: KittiFixture,
             "unknown class 'Bus'",
         ),
         (
+            "car 0.00 0 -1.62 584.73 151.98 692.46 277.05 2.20 1.90 5.10 0.50 1.70 15.00 -1.59",
+            "class 'car' must be spelt 'Car': KITTI class names are case-sensitive",
+        ),
+        (
             "Car 0.00 0 -1.62 584.73 151.98 692.46 277.05 2.20 -1.90 5.10 0.50 1.70 15.00 -1.59",
             "negative size",
         ),
     ],
-    ids=["14 fields", "unknown class", "negative size"],
+    ids=["14 fields", "unknown class", "lower-case class", "negative size"],
 )
 def test_5_broken_label_line_names_file_and_line(run_cli, kitti: KittiFixture, tmp_path, line, message):
     label = kitti.path("training", "label_2", "000001")
@@ -173,6 +177,52 @@ def test_7_empty_frame_is_valid_and_prepared(run_cli, kitti: KittiFixture, tmp_p
     assert len(split.read_points(0)) > 0 and len(split.labels(0).types) == 3  # the other frame is untouched
     check = run_cli("data", "check", kitti.root, "--frames", "000001", "--json", tmp_path / "check.json")
     assert check.exit_code == 0, check.output
+
+
+def test_7_frame_without_points_runs_through_teacher_predict_and_the_cache(
+    teacher_cache_setup, tmp_path, monkeypatch
+):
+    """An empty cloud never reaches spconv's PointToVoxel (its CUDA kernel refuses a zero-size launch), and the
+    frame still gets a full answer: detections written and a complete cache entry. Checked on CPU by refusing
+    empty clouds in the generator, as CUDA would."""
+    import torch
+
+    from stereodistill.cache.reader import TeacherCache
+    from stereodistill.cache.run import cache_teacher_from_params
+    from stereodistill.head.settings import DecodeSettings
+    from stereodistill.params import parse_params
+    from stereodistill.teacher.checkpoint import load_teacher
+    from stereodistill.teacher.predict import predict_to_kitti
+    from stereodistill.teacher.voxelize import Voxelizer
+
+    read_points = PreparedSplit.read_points
+    monkeypatch.setattr(
+        PreparedSplit, "read_points", lambda self, i: read_points(self, i)[: 0 if i == 1 else None]
+    )
+    generator = Voxelizer._generator
+
+    def cuda_like(self, device):
+        def run(points):
+            assert points.shape[0] > 0, "an empty cloud reached PointToVoxel"
+            return generator(self, device)(points)
+
+        return run
+
+    monkeypatch.setattr(Voxelizer, "_generator", cuda_like)
+    setup = teacher_cache_setup
+    split = PreparedSplit(setup["split"])
+    assert len(split.read_points(1)) == 0 and len(split.read_points(0)) > 0
+    model = load_teacher(Path(setup["params"]["teacher"]["out_dir"]) / "teacher.pt", "cpu", setup["grid"])
+    results = predict_to_kitti(model, split, DecodeSettings(), tmp_path / "pred", progress=False)
+    assert list(results) == split.frame_ids and (tmp_path / "pred" / f"{split.frame_ids[1]}.txt").exists()
+    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params["cache"]["store"] = str(tmp_path / "cache.zarr")
+    cache_teacher_from_params(parse_params(params, setup["params_path"]), progress=False)
+    cache = TeacherCache(tmp_path / "cache.zarr")
+    for view in ("identity", "hflip"):
+        cached = cache.read(split.frame_ids[1], view)
+        assert cached.cls_logits.shape == (setup["grid"].num_anchors, setup["grid"].num_classes)
+        assert bool(torch.isfinite(cached.cls_logits).all())
 
 
 def test_8_split_listing_a_frame_that_does_not_exist_names_split_file_and_frame(
