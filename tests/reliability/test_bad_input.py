@@ -2,7 +2,7 @@
 nothing behind at the output path it was given.
 
 Promises (numbers as in the reliability brief): 1 missing frame files, 2 truncated point clouds, 3 NaN/inf points,
-4 broken calibration, 5 broken label lines, 6 stereo pairs of different sizes, 7 empty frames are valid, 8 split
+4 broken calibration, 5 broken label lines (lower-case class names included), 6 stereo pairs of different sizes, 7 empty frames are valid (through the teacher and the cache too), 8 split
 lists naming frames that do not exist, 9 teachers of another grid, 10 caches of another teacher/grid/split/views
 and damaged caches, 11 params files with unknown keys or wrong types.
 """
