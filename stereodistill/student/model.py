@@ -2,7 +2,7 @@
 
 Pipeline (shapes for batch ``B``, feature stride ``s``, ``Hf = ceil(H/s)``, ``Wf = ceil(W/s)``, ``D`` planes)::
 
-    left, right (B, 3, H, W) in [0, 1] --FeatureExtractor (shared)--> stereo (B, Cs, Hf, Wf), semantic (left)
+    left, right (B, 3, H, W) in [0, 1] --2D trunk (shared, backbone.py)--> stereo (B, Cs, Hf, Wf), semantic (left)
     plane sweep (cost_volume.py)       -> (B, 2Cs or G, D, Hf, Wf)
     CostAggregation (3D hourglass)     -> cost features (B, Cc, D, Hf, Wf)
     DepthHead                          -> depth logits (B, D, Hf, Wf); soft-argmin depth (B, Hf, Wf)
@@ -29,7 +29,7 @@ from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchor_head import AnchorHead, HeadOutput
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.student.aggregation import CostAggregation
-from stereodistill.student.backbone import FeatureExtractor
+from stereodistill.student.backbone import build_feature_extractor
 from stereodistill.student.cost_volume import build_cost_volume, plane_disparities
 from stereodistill.student.depth import DepthHead, soft_argmin_depth
 from stereodistill.student.lifting import VoxelLifter, plane_depths
@@ -100,7 +100,7 @@ class StereoStudent(nn.Module):
         self.config = config
         self.grid = grid
         g = config.norm_groups
-        self.features = FeatureExtractor(config)
+        self.features = build_feature_extractor(config)
         self.aggregation = CostAggregation(config.cost_volume_channels, config.cost_channels, g)
         self.depth_head = DepthHead(config.cost_channels)
         self.lifter = VoxelLifter(grid, config.voxel_z, config.feature_stride)

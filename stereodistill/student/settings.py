@@ -10,9 +10,11 @@ import math
 from dataclasses import dataclass, field
 
 from stereodistill.head.settings import DecodeSettings
-from stereodistill.settings import fail
+from stereodistill.settings import OMIT_AT_DEFAULT, fail
 
+BACKBONES = ("small", "resnet34")
 COST_VOLUME_KINDS = ("concat", "gwc")
+RESNET34_FEATURE_STRIDE = 4  # stem 2 x layer2 2 (layer3 and layer4 dilate instead of striding), as LIGA
 SCHEDULES = ("cosine", "step")
 
 
@@ -20,8 +22,14 @@ SCHEDULES = ("cosine", "step")
 class StudentConfig:
     """``student.model``: the network. Defaults: the CPU-sized student of the synthetic benchmark."""
 
-    # 2D trunk: a stride-2 stem, then one stage per entry (a stage = ``blocks`` residual blocks, the first with
-    # the stage's stride). The feature stride is 2 * prod(backbone_strides).
+    # 2D trunk: "small" (trained from scratch, sized by the three backbone_* fields below) or "resnet34"
+    # (torchvision's ResNet-34 with LIGA's strides and dilations, stereodistill/student/resnet.py; the backbone_*
+    # fields must stay unset). Both fields are left out of saved configs at their defaults.
+    backbone: str = field(default="small", metadata=OMIT_AT_DEFAULT)
+    # resnet34 only: a torchvision ResNet-34 ImageNet state-dict file loaded into the trunk before training.
+    pretrained: str | None = field(default=None, metadata=OMIT_AT_DEFAULT)
+    # The small trunk: a stride-2 stem, then one stage per entry (a stage = ``blocks`` residual blocks, the first
+    # with the stage's stride). The feature stride is 2 * prod(backbone_strides).
     backbone_channels: tuple[int, ...] = (16, 16, 32)
     backbone_strides: tuple[int, ...] = (1, 2, 1)
     backbone_blocks: tuple[int, ...] = (1, 1, 1)
@@ -45,6 +53,23 @@ class StudentConfig:
     box_tower_negative_slope: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.backbone == "resnet34":
+            small = ("backbone_channels", "backbone_strides", "backbone_blocks")
+            for name in small:
+                if getattr(self, name) != getattr(StudentConfig, name):
+                    fail(
+                        name,
+                        f"configures the small trunk only; leave {', '.join(small)} out with backbone: resnet34",
+                    )
+        elif self.pretrained is not None:
+            fail(
+                "pretrained",
+                "pretrained weights are for backbone: resnet34 (the small trunk trains from scratch)",
+            )
+        if self.pretrained is not None and not self.pretrained.strip():
+            fail("pretrained", "expected the path of a torchvision ResNet-34 state-dict file or null")
         n = len(self.backbone_channels)
         if n == 0 or len(self.backbone_strides) != n or len(self.backbone_blocks) != n:
             fail(
@@ -87,7 +112,9 @@ class StudentConfig:
     # ------------------------------------------------------------------ derived quantities
     @property
     def feature_stride(self) -> int:
-        """Image pixels per feature pixel (the stem's 2 times every stage stride)."""
+        """Image pixels per feature pixel (small trunk: the stem's 2 times every stage stride; resnet34: 4)."""
+        if self.backbone == "resnet34":
+            return RESNET34_FEATURE_STRIDE
         return 2 * math.prod(self.backbone_strides)
 
     @property

@@ -36,6 +36,7 @@ from stereodistill.student.loss_log import log_columns, step_row
 from stereodistill.student.losses import LOSS_TERMS, student_losses
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.ranks import epoch_indices, rank_mean
+from stereodistill.student.resnet import load_imagenet_weights
 from stereodistill.student.schedule import lr_factor, regression_factor
 from stereodistill.student.settings import StudentConfig, StudentTrainSettings
 from stereodistill.student.teacher_cache import open_cache
@@ -81,11 +82,20 @@ def train_student(
                 "distill.xgd/cld are on but no teacher cache (cache.store) was given", "params.yaml"
             )
         cache = open_cache(cache_path, grid, settings, distill, split, data_digest)
-    model = StereoStudent(config, grid).to(device)
+    model = StereoStudent(config, grid)
+    if (
+        config.pretrained is not None
+    ):  # before any work, so a wrong file fails at once; a resume overwrites it
+        load_imagenet_weights(model.features.trunk, config.pretrained)
+    model = model.to(device)
     network: torch.nn.Module = model
     if ranks.world > 1:
-        # No BatchNorm in the student (GroupNorm): its buffers are constants every rank builds alike, so
-        # broadcasting them each step (plane and voxel centres, tens of MB at KITTI scale) is pure traffic.
+        if config.backbone == "resnet34" and device.type == "cuda":
+            # The resnet34 trunk's BatchNorm (as LIGA, synchronised over the GPUs): one frame per rank.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # The student's other buffers are constants every rank builds alike, so broadcasting them each step
+        # (plane and voxel centres, tens of MB at KITTI scale) is pure traffic; synchronised BatchNorm keeps its
+        # running statistics equal on every rank.
         network = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
