@@ -470,7 +470,7 @@ KITTI_PARAMS = Path(__file__).parent.parent / "docs" / "presets" / "params.kitti
 def test_kitti_preset_parses_to_liga_scale():
     params = load_params(KITTI_PARAMS)
     config = params.student.model
-    assert config.backbone_channels == (64, 128, 128, 128) and config.cost_volume == "concat"
+    assert config.backbone == "resnet34" and config.feature_stride == 4 and config.cost_volume == "concat"
     assert config.num_planes == 72 and config.voxel_z == 20 and config.z_pool == 4
     settings = params.student.train
     assert settings.schedule == "step" and settings.step_epochs == (50,) and settings.epochs == 60

@@ -103,6 +103,12 @@ def load_imagenet_weights(trunk: ResNet34Trunk, path: str | Path) -> None:
     absent (older files). Any other key the trunk lacks, a trunk key the file lacks, or a shape that differs is refused with an :class:`InputError` naming the file, the key and both
     shapes; nothing is copied then.
     """
+    if not Path(path).is_file():
+        raise InputError(
+            "student.model.pretrained names no file: download torchvision's ResNet-34 ImageNet weights "
+            "(docs/USAGE.md, KITTI) and give their path",
+            path,
+        )
     state = load_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InputError(

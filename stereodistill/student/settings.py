@@ -93,7 +93,7 @@ class StudentConfig:
         if self.voxel_z < 1 or self.z_pool < 1 or self.voxel_z % self.z_pool:
             fail("voxel_z", f"must be a positive multiple of z_pool ({self.z_pool}), got {self.voxel_z}")
         channels = {
-            "backbone_channels": self.backbone_channels,
+            "backbone_channels": self.backbone_channels if self.backbone == "small" else (),
             "stereo_channels": (self.stereo_channels,),
             "semantic_channels": (self.semantic_channels,),
             "cost_channels": (self.cost_channels,),
