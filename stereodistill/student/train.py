@@ -9,9 +9,10 @@ a per-step loss log (:mod:`stereodistill.student.loss_log`); resume, checkpoints
 ``(seed, epoch, frame)``, so ``resume=True`` trains on exactly what an uninterrupted run would.
 
 Under ``torchrun --nproc_per_node N`` the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on
-CUDA): every rank draws the same epoch permutation and takes every N-th frame of it (the last few repeated so
-the ranks take equal steps, :mod:`stereodistill.student.ranks`), ``batch_size`` is per rank, and rank 0 alone
-writes the log (loss terms averaged over ranks) and the checkpoints.
+CUDA; the resnet34 trunk's BatchNorm is synchronised over the GPUs): every rank draws the same epoch
+permutation and takes every N-th frame of it (the last few repeated so the ranks take equal steps,
+:mod:`stereodistill.student.ranks`), ``batch_size`` is per rank, and rank 0 alone writes the log (loss terms
+averaged over ranks) and the checkpoints.
 """
 
 from __future__ import annotations
@@ -83,9 +84,8 @@ def train_student(
             )
         cache = open_cache(cache_path, grid, settings, distill, split, data_digest)
     model = StereoStudent(config, grid)
-    if (
-        config.pretrained is not None
-    ):  # before any work, so a wrong file fails at once; a resume overwrites it
+    # Before the first step, so a wrong file fails at once (a resumed run then loads its checkpoint over it).
+    if config.pretrained is not None:
         load_imagenet_weights(model.features.trunk, config.pretrained)
     model = model.to(device)
     network: torch.nn.Module = model
