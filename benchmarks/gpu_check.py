@@ -34,7 +34,6 @@ Exits non-zero when a step failed.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -537,9 +536,17 @@ def ddp_run(work: Path, procs: int, cpus: int) -> dict[str, Any]:
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpus // procs))}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-        "-m", "stereodistill.cli", "train-student", "--params", str(params_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={procs}",
+        "-m",
+        "stereodistill.cli",
+        "train-student",
+        "--params",
+        str(params_path),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -551,12 +558,13 @@ def ddp_run(work: Path, procs: int, cpus: int) -> dict[str, Any]:
     return {"ranks": procs, "steps": len(rows), "step_s": seconds, "wall_s": round(wall, 2)}
 
 
-def ablation(work: Path, device: str, sizes: Sizes, budget: Budget, teacher: Path | None, cpus: int,
-             report: Report) -> dict[str, Any]:  # fmt: skip
+def ablation(
+    work: Path, device: str, sizes: Sizes, budget: Budget, teacher: Path | None, cpus: int, report: Report
+) -> dict[str, Any]:
     """Trained default teacher and its cache, then students of each variant and seed while time is left."""
     import torch
-
     from ablation import VARIANTS, Run, ap, execute, run_params
+
     from stereodistill.params import parse_params
     from stereodistill.teacher.checkpoint import load_teacher
     from stereodistill.teacher.run import train_teacher_from_params
@@ -644,16 +652,22 @@ def markdown(data: dict[str, Any]) -> str:
         ]
         lines += ["| what | frames per forward | frames/s | peak allocated GiB |", "|---|---|---|---|"]
         for row in step["forward"]:
-            lines.append(f"| teacher forward | {row['batch_frames']} | {_fmt(row['frames_per_s'])} | "
-                         f"{_fmt(row['peak_allocated_gib'])} |")  # fmt: skip
+            lines.append(
+                f"| teacher forward | {row['batch_frames']} | {_fmt(row['frames_per_s'])} | "
+                f"{_fmt(row['peak_allocated_gib'])} |"
+            )
         for row in step["cache_write"]:
-            lines.append(f"| whole cache write (stage / forward {row['stage_over_forward']}) | "
-                         f"{row['batch_frames']} | {_fmt(row['frames_per_s'])} | {_fmt(row['peak_allocated_gib'])} |")  # fmt: skip
+            lines.append(
+                f"| whole cache write (stage / forward {row['stage_over_forward']}) | "
+                f"{row['batch_frames']} | {_fmt(row['frames_per_s'])} | {_fmt(row['peak_allocated_gib'])} |"
+            )
     rows = [(p, steps.get(f"student_{p}", {})) for p in ("default", "kitti")]
     if any(s.get("status") == "ok" for _, s in rows):
         lines += ["", "## Student training step", ""]
-        lines += ["| preset | batch | image | planes | params (M) | step s | data s | peak allocated GiB | peak reserved GiB |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "| preset | batch | image | planes | params (M) | step s | data s | peak allocated GiB | peak reserved GiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for preset, s in rows:
             if s.get("status") == "ok":
                 lines.append(
@@ -666,8 +680,10 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "## Ablation runs (3D AP R40, moderate)", ""]
         lines += ["| variant | seed | seconds | Car | Pedestrian | Cyclist |", "|---|---|---|---|---|---|"]
         for r in runs:
-            lines.append(f"| {r['variant']} | {r['seed']} | {_fmt(r['seconds'])} | {r['Car_3d_moderate']:.2f} | "
-                         f"{r['Pedestrian_3d_moderate']:.2f} | {r['Cyclist_3d_moderate']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {r['variant']} | {r['seed']} | {_fmt(r['seconds'])} | {r['Car_3d_moderate']:.2f} | "
+                f"{r['Pedestrian_3d_moderate']:.2f} | {r['Cyclist_3d_moderate']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -58,6 +58,16 @@ rm -rf "$KIT/build" "$KIT/downloads"  # only the archive and the small wheels tr
     done)
 } > "$KIT/MANIFEST"
 
+# The archive's extension modules must load under CPython 3.12 (no torch or GPU needed), when one is here.
+PY312=${PY312:-python3.12}
+if "$PY312" -c "" 2> /dev/null; then
+    check_site=$(mktemp -d)
+    PYTHONPATH= "$PY312" "$REPO/benchmarks/gpu_site.py" --kit "$KIT" --site "$check_site" --check | grep -E "^(unpacked|loaded) "
+    rm -rf "$check_site"
+else
+    echo "no CPython 3.12 ($PY312) here: the archive's extension modules were not loaded"
+fi
+
 tracked=$(cd "$REPO" && git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}')
 archive=$(stat -c %s "$KIT/spconv-cp312.tar.xz")
 wheels=$(cat "$KIT"/wheels/*.whl | wc -c)
