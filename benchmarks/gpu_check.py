@@ -418,6 +418,7 @@ def stage_one(work: Path, preset: str, device: str, sizes: Sizes, teacher: Path 
     with torch.no_grad():
         model.head.flatten(model(clouds[0]))  # warm-up: spconv's kernel selection, cuDNN's algorithms
         for batch_size in sizes.teacher_batch_sizes:
+            model.head.flatten(model([c for frame in clouds[:batch_size] for c in frame]))  # new shapes
             reset_peak(device)
             seconds = 0.0
             for start in range(0, n, batch_size):
@@ -574,10 +575,13 @@ def ablation(
     base["cache"]["store"] = str(work / "ablation/teacher_cache.zarr")
     if sizes.teacher_epochs is not None:
         base["teacher"]["train"]["epochs"] = sizes.teacher_epochs
+    if device != "cpu":  # the teacher's augmentation on CPU workers while the GPU trains
+        base["teacher"]["train"]["num_workers"] = min(8, cpus - 1)
     params = parse_params(base)
     result: dict[str, Any] = {"epochs": sizes.ablation_epochs, "runs": []}
     t0 = time.perf_counter()
     checkpoint = Path(params.teacher.out_dir) / "teacher.pt"
+    report.record("ablation", {"status": "running", "teacher": str(teacher) if teacher else "training"})
     if teacher is None:
         train_teacher_from_params(params, progress=False)
         result["teacher"] = f"trained here, {params.teacher.train.epochs} epochs"
@@ -727,6 +731,7 @@ def main() -> int:
         "python": platform.python_version(),
         "cpus": cpus,
         "torch_threads": torch.get_num_threads(),
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
         "small": args.small,
         "budget_s": args.budget_s,
         "work": str(work),
