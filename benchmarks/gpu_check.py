@@ -111,7 +111,7 @@ GPU_SIZES = Sizes(
     },
 )
 SMALL_SIZES = Sizes(
-    default_frames=4,
+    default_frames=8,  # 4 train frames: two DDP steps of batch 1 on two ranks
     kitti_frames=1,
     teacher_batch_sizes=(4,),  # the params' cache.batch_size: one cache write
     forward_frames=1,
@@ -528,8 +528,10 @@ def ddp_run(work: Path, procs: int, cpus: int) -> dict[str, Any]:
     import yaml
 
     params = preset_mapping("default", work)
+    frames = len((Path(params["data"]["split_dir"]) / "train.txt").read_text().split())
     train = params["student"]["train"]
     train["epochs"] = 1
+    train["batch_size"] = max(1, min(train["batch_size"], frames // (2 * procs)))  # tiny sets: batch 1
     train["frame_limit"] = 2 * procs * train["batch_size"]
     params["student"]["out_dir"] = str(work / "ddp/student")
     params_path = work / "ddp/params.yaml"
@@ -556,7 +558,13 @@ def ddp_run(work: Path, procs: int, cpus: int) -> dict[str, Any]:
     log = (work / "ddp/student/loss_log.csv").read_text().splitlines()
     header, rows = log[0].split(","), [row.split(",") for row in log[1:]]
     seconds = [float(row[header.index("seconds")]) for row in rows]
-    return {"ranks": procs, "steps": len(rows), "step_s": seconds, "wall_s": round(wall, 2)}
+    return {
+        "ranks": procs,
+        "batch_per_rank": train["batch_size"],
+        "steps": len(rows),
+        "step_s": seconds,
+        "wall_s": round(wall, 2),
+    }
 
 
 def ablation(

@@ -19,11 +19,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KIT=${KIT:-$REPO/.gpu}
 PYTHON=${PYTHON:-python3}
 SPCONV=(spconv-cu124==2.3.8 cumm-cu124==0.7.11)
-# spconv's and cumm's pure-Python dependencies, zarr's tree, PyYAML (params files): pinned for a reproducible kit.
+# spconv's and cumm's pure-Python dependencies, zarr's tree, PyYAML (params files) and Pillow (PNGs; torchvision
+# usually brings it): pinned for a reproducible kit.
 WHEELS=(
     ccimport==0.4.4 pccm==0.4.16 fire==0.7.1 lark==1.3.1 termcolor==3.3.0 portalocker==4.4.2
     zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 packaging==26.4
-    typing_extensions==4.16.0 pyyaml==6.0.4
+    typing_extensions==4.16.0 pyyaml==6.0.4 pillow==13.0.0
 )
 
 download() {

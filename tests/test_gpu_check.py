@@ -65,13 +65,13 @@ def test_default_grid_steps_on_the_cpu(tmp_path: Path) -> None:
 
     data = _ok(summary, "data")
     assert set(data) >= {"default", "status", "seconds"} and "kitti" not in data
-    assert data["default"]["frames"] == 4 and data["default"]["splits"] == ["train", "val"]
+    assert data["default"]["frames"] == 8 and data["default"]["splits"] == ["train", "val"]
 
     stage = _ok(summary, "stage_one_default")
     assert stage["grid"].startswith("96x96")
     assert [row["batch_frames"] for row in stage["forward"]] == [4]
     (write,) = stage["cache_write"]
-    assert write["frames"] == 2  # the train half of the four frames
+    assert write["frames"] == 4  # the train half of the eight frames
     assert write["frames_per_s"] > 0 and write["stage_over_forward"] >= 1.0
     assert write["mb_per_frame_and_view"] > 0 and write["peak_allocated_gib"] is None
     assert "goal_met" not in stage
@@ -95,7 +95,7 @@ def test_every_step_on_the_cpu_with_two_gloo_ranks(tmp_path: Path) -> None:
     assert kitti["grid"].startswith("288x304") and isinstance(kitti["goal_met"], bool)
     assert summary["steps"]["student_kitti"]["overrides"] is not None
     ddp = summary["steps"]["ddp"]
-    assert ddp["ranks"] == 2 and ddp["steps"] == 2
+    assert ddp["ranks"] == 2 and ddp["steps"] == 2 and ddp["batch_per_rank"] == 1
     (run,) = summary["steps"]["ablation"]["runs"]
     assert run["variant"] == "xgd_cld" and 0.0 <= run["Car_3d_moderate"] <= 100.0
 
