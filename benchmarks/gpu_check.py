@@ -27,6 +27,7 @@ measured.
 
     python benchmarks/gpu_check.py [--out DIR] [--budget-s 420] [--device cuda|cpu] [--small] [--teacher PT]
 
+Data, models and caches go to ``--work`` (default ``$TMPDIR/stereodistill_gpu_check``), a few GB on a GPU.
 ``--device cpu --small`` runs every step on tiny sizes (a kitti student shrunk to fit a CPU) to test this script.
 Exits non-zero when a step failed.
 """
@@ -40,6 +41,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -705,7 +707,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
-    parser.add_argument("--work", type=Path, help="data and models (default: OUT/../gpu_check_work)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "stereodistill_gpu_check",
+        help="where the data, models and caches go (not under --out: that folder travels back)",
+    )
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall seconds for every step together")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--small", action="store_true", help="tiny sizes, to test this script on a CPU")
@@ -727,7 +734,7 @@ def main() -> int:
     sizes = SMALL_SIZES if args.small else GPU_SIZES
     cpus = len(os.sched_getaffinity(0))
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
-    work = (args.work or args.out.parent / "gpu_check_work").resolve()
+    work = args.work.resolve()
     meta = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),

@@ -28,7 +28,9 @@ STEPS = (
 
 def _check(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(DRIVER), "--device", "cpu", "--small", "--out", str(out), *args]
+    work = out.parent / "work"
+    options = ["--device", "cpu", "--small", "--out", str(out), "--work", str(work), *args]
+    command = [sys.executable, str(DRIVER), *options]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     summary = json.loads((out / "gpu_check.json").read_text())
     return result, summary
@@ -50,7 +52,7 @@ def test_no_time_left_skips_every_step_and_still_writes_the_summary(tmp_path: Pa
         assert "needs" in step["reason"]
     assert summary["meta"]["device"] == "cpu" and summary["meta"]["gpu"] is None
     assert "| ablation | skipped |" in (tmp_path / "out" / "gpu_check.md").read_text()
-    assert not (tmp_path / "gpu_check_work").exists()
+    assert not (tmp_path / "work").exists()
 
 
 def test_default_grid_steps_on_the_cpu(tmp_path: Path) -> None:
@@ -133,3 +135,29 @@ def test_gpu_site_unpacks_only_missing_wheels_that_suit_the_interpreter(tmp_path
         "absent_pkg-1.0.dist-info",
     ]
     assert "no " in result.stdout and "spconv must already be importable" in result.stdout
+
+
+def test_the_shell_script_runs_the_driver_with_the_time_left(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PYTHONPATH": "",
+        "OMP_NUM_THREADS": "1",
+        "OUT": str(tmp_path / "out"),
+        "GPU_SITE": str(tmp_path / "site"),
+        "TOTAL_S": "600",
+        "MARGIN_S": "100",
+    }
+    args = ["--device", "cpu", "--small", "--work", str(tmp_path / "work"), "--steps", "spconv_check"]
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu_check.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out/gpu_check.json").read_text())
+    assert list(summary["steps"]) == ["spconv_check"] and summary["steps"]["spconv_check"]["status"] == "ok"
+    assert 400 <= summary["meta"]["budget_s"] <= 500  # TOTAL_S minus the kit's unpacking minus MARGIN_S
+    assert (tmp_path / "out/gpu_site.log").exists() and (tmp_path / "out/gpu_check.log").exists()
