@@ -413,7 +413,7 @@ def stage_one(work: Path, preset: str, device: str, sizes: Sizes, teacher: Path 
     split = PreparedSplit(params.data.prepared_split(params.cache.split))
     views, grid = params.cache.views, model.grid
     n = min(sizes.forward_frames, len(split))
-    inputs = [frame_inputs(split, i, views, model.config.point_features, grid.class_names) for i in range(n)]
+    inputs = [frame_inputs(split, i, views, model.config.point_features, grid) for i in range(n)]
     clouds = [[torch.from_numpy(p).to(device) for p, _, _ in frame] for frame in inputs]
     points = [len(c) for frame in clouds for c in frame]
     forward = []
