@@ -38,7 +38,6 @@ from stereodistill.cache.writer import frame_inputs, teacher_answer
 from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.assigner import TargetAssigner
 from stereodistill.params import Params, load_params
 from stereodistill.student.dataset import StudentFrames, StudentSample, collate_samples
 from stereodistill.student.losses import student_losses
@@ -117,7 +116,9 @@ class Setup:
             source = MemoryTargets(self.cache, list(self.split.frame_ids), views_needed(s))
         else:
             source = None
-        frames = StudentFrames(self.split, s.flip_probability, s.image_scale, s.seed, source, s.frame_limit)
+        frames = StudentFrames(
+            self.split, s.flip_probability, s.image_scale, s.seed, source, s.frame_limit, grid=self.grid
+        )
         frames.set_epoch(1)
         online = None
         if mode == "online":
@@ -154,7 +155,6 @@ class Mode:
         self.steps_per_epoch = len(loader)
         self.batches = iter(loader)
         self.model, self.optimizer = setup.student()
-        self.assigner = TargetAssigner(setup.grid)
         self.seconds: list[float] = []
 
     def step(self) -> None:
@@ -165,9 +165,7 @@ class Mode:
         if self.online is not None:
             samples = self.online.attach(samples)
         cache = s.cache if self.mode == "store" else None
-        terms = student_losses(
-            self.model, self.assigner, samples, s.settings, s.distill, s.device, cache
-        ).terms
+        terms = student_losses(self.model, samples, s.settings, s.distill, s.device, cache).terms
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()

@@ -472,7 +472,6 @@ def student_step(work: Path, preset: str, device: str, sizes: Sizes, small: bool
 
     from stereodistill.data.prepared import PreparedSplit
     from stereodistill.head.anchors import AnchorGrid
-    from stereodistill.head.assigner import TargetAssigner
     from stereodistill.params import parse_params
     from stereodistill.student.dataset import StudentFrames
     from stereodistill.student.losses import student_losses
@@ -485,11 +484,12 @@ def student_step(work: Path, preset: str, device: str, sizes: Sizes, small: bool
     config, settings, distill = params.student.model, params.student.train, params.distill
     split = PreparedSplit(params.data.prepared_split("train"))
     cache = open_cache(params.cache.store, grid, settings, distill, split) if distill.enabled else None
-    frames = StudentFrames(split, settings.flip_probability, settings.image_scale, settings.seed, cache)
+    frames = StudentFrames(
+        split, settings.flip_probability, settings.image_scale, settings.seed, cache, grid=grid
+    )
     torch.manual_seed(settings.seed)
     model = StereoStudent(config, grid).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    assigner = TargetAssigner(grid)
     b = settings.batch_size
     step_s, data_s = [], []
     warm_up = sizes.student_warm_up
@@ -499,7 +499,7 @@ def student_step(work: Path, preset: str, device: str, sizes: Sizes, small: bool
         t0 = time.perf_counter()
         samples = [frames[(step * b + k) % len(frames)] for k in range(b)]
         t1 = time.perf_counter()
-        losses = student_losses(model, assigner, samples, settings, distill, torch.device(device), cache)
+        losses = student_losses(model, samples, settings, distill, torch.device(device), cache)
         optimizer.zero_grad(set_to_none=True)
         losses.terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)

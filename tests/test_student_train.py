@@ -26,7 +26,6 @@ from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.geometry.views import mirror_boxes
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.assigner import TargetAssigner
 from stereodistill.head.settings import DecodeSettings
 from stereodistill.params import load_params
 from stereodistill.settings import load_settings, to_dict
@@ -195,8 +194,8 @@ def test_batch_pads_images_bottom_right(synthetic_train_split):
 def test_flip_reads_the_hflip_view_of_the_same_frame(teacher_cache_setup):
     split = PreparedSplit(teacher_cache_setup["split"])
     cache = TeacherCache(teacher_cache_setup["params"]["cache"]["store"])
-    flipped = StudentFrames(split, flip_probability=1.0, image_scale=1, cache=cache)
-    plain = StudentFrames(split, flip_probability=0.0, image_scale=1, cache=cache)
+    flipped = StudentFrames(split, flip_probability=1.0, image_scale=1, cache=cache, grid=anchor_grid())
+    plain = StudentFrames(split, flip_probability=0.0, image_scale=1, cache=cache, grid=anchor_grid())
     for i in range(2):
         f, p = flipped[i], plain[i]
         assert f.view == "hflip" and f.teacher.view == "hflip" and f.teacher.frame_id == split.frame_ids[i]
@@ -259,11 +258,11 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
     split = PreparedSplit(teacher_cache_setup["split"])
     settings = tiny_settings(flip_probability=0.5)
     cache = open_cache(teacher_cache_setup["params"]["cache"]["store"], grid, settings, DISTILL, split)
-    frames = StudentFrames(split, 0.5, 4, 0, cache)
+    frames = StudentFrames(split, 0.5, 4, 0, cache, grid=grid)
     torch.manual_seed(0)
     model = StereoStudent(TINY, grid)
     samples = [frames[0], frames[1]]
-    step = student_losses(model, TargetAssigner(grid), samples, settings, DISTILL, torch.device("cpu"), cache)
+    step = student_losses(model, samples, settings, DISTILL, torch.device("cpu"), cache)
     t = step.terms
     assert step.num_positive > 0
     assert float(t["xgd"]) > 0 and float(t["cld"]) > 0
@@ -279,7 +278,6 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
         model.zero_grad(set_to_none=True)
         ramped = student_losses(
             model,
-            TargetAssigner(grid),
             samples,
             settings,
             DISTILL,
@@ -483,9 +481,9 @@ def test_kitti_preset_trains_one_step_on_cpu(synthetic_train_split):
     grid = AnchorGrid.from_params(params.grid)
     model = StereoStudent(params.student.model, grid)
     settings = params.student.train
-    frames = StudentFrames(PreparedSplit(synthetic_train_split), 0.0, 1, 0, None)
+    frames = StudentFrames(PreparedSplit(synthetic_train_split), 0.0, 1, 0, None, grid=grid)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
-    step = student_losses(model, TargetAssigner(grid), [frames[0]], settings, GT_ONLY, torch.device("cpu"))
+    step = student_losses(model, [frames[0]], settings, GT_ONLY, torch.device("cpu"))
     step.terms["total"].backward()
     optimizer.step()
     assert step.num_positive > 0 and math.isfinite(float(step.terms["total"]))

@@ -139,7 +139,7 @@ def test_view_ground_truth_keeps_every_line_in_order() -> None:
 def test_cache_ground_truth_equals_the_students_box_for_box(synthetic_train_split, view) -> None:
     """The GT the cache writer measured coverage against is the GT the student trains on, in the same view."""
     split = PreparedSplit(synthetic_train_split)
-    student = StudentFrames(split, flip_probability=1.0 if view == HFLIP else 0.0)
+    student = StudentFrames(split, flip_probability=1.0 if view == HFLIP else 0.0, grid=GRID)
     for i in range(len(split)):
         sample = student[i]
         assert sample.view == view and sample.frame_id == split.frame_ids[i]
@@ -160,7 +160,7 @@ def test_cache_covers_every_positive_of_the_students_flipped_ground_truth(teache
     split = PreparedSplit(teacher_cache_setup["split"])
     cache = TeacherCache(teacher_cache_setup["params"]["cache"]["store"])
     assigner = TargetAssigner(cache.grid)
-    student = StudentFrames(split, flip_probability=1.0, cache=cache)
+    student = StudentFrames(split, flip_probability=1.0, cache=cache, grid=cache.grid)
     for i in range(len(split)):
         sample = student[i]
         gt = ground_truth_from_labels(sample.names, torch.from_numpy(sample.boxes), cache.grid)

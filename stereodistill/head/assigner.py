@@ -206,6 +206,16 @@ class AssignedTargets:
     def ignored(self) -> Tensor:
         return self.labels == IGNORE
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> AssignedTargets:
+        """The same targets on ``device``."""
+        return AssignedTargets(
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            matched_gt=self.matched_gt.to(device, non_blocking=non_blocking),
+            box_targets=self.box_targets.to(device, non_blocking=non_blocking),
+            dir_targets=self.dir_targets.to(device, non_blocking=non_blocking),
+            num_classes=self.num_classes,
+        )
+
     @staticmethod
     def stack(frames: Sequence[AssignedTargets]) -> AssignedTargets:
         """Stack per-frame targets into a batch (leading dim ``B``)."""

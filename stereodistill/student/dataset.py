@@ -5,7 +5,8 @@ image_2 depth rows, all optionally (probability ``flip_probability``) put throug
 (:func:`stereodistill.student.flip.flip_stereo`). A sample is one view of its frame (``hflip`` when flipped,
 ``identity`` otherwise, see :mod:`stereodistill.geometry.views`): its GT is that view's ground truth and the
 teacher's answer is read from that view of the cache, so both describe the scene the student sees. The coin of
-sample ``i`` in epoch ``e`` depends only on ``(seed, e, i)``.
+sample ``i`` in epoch ``e`` depends only on ``(seed, e, i)``. Each sample also carries its GT's anchor targets,
+assigned on the CPU here so that DataLoader workers assign while the training device runs the previous batch.
 
 ``image_scale = s`` (an integer) downsamples the images by averaging ``s x s`` blocks (the bottom/right
 remainder of a size not divisible by ``s`` is cropped). Output pixel ``(i, j)`` covers input pixels
@@ -33,6 +34,13 @@ from stereodistill.cache.reader import CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.geometry.views import HFLIP, IDENTITY, view_ground_truth
+from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.assigner import (
+    AssignedTargets,
+    FrameGroundTruth,
+    TargetAssigner,
+    ground_truth_from_labels,
+)
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import calibration_tensors, images_to_tensor
 
@@ -43,7 +51,9 @@ class StudentSample:
 
     ``left``, ``right`` ``(H, W, 3)`` uint8; ``calib`` for these images; ``boxes (G, 7)`` float32 project boxes
     with ``names (G,)`` KITTI types (every label line, DontCare included); ``depth (D, 3)`` float32 image_2 rows
-    ``(u, v, depth)``; ``view`` the cache view of this scene; ``teacher`` the cached answer (None without cache).
+    ``(u, v, depth)``; ``view`` the cache view of this scene; ``teacher`` the cached answer (None without cache);
+    ``ground_truth`` the labels as the assigner's GT and ``targets`` its per-anchor targets ``(N, ..)``, both on
+    the CPU (``targets.matched_gt`` indexes ``ground_truth.boxes``).
     """
 
     index: int
@@ -56,6 +66,8 @@ class StudentSample:
     names: list[str]
     depth: np.ndarray
     teacher: CachedFrame | None
+    ground_truth: FrameGroundTruth
+    targets: AssignedTargets
 
 
 def downscale_image(image: np.ndarray, scale: int) -> np.ndarray:
@@ -99,7 +111,8 @@ def flip_decision(seed: int, epoch: int, index: int, probability: float) -> bool
 class StudentFrames(Dataset):
     """``frames[i] -> StudentSample``; call :meth:`set_epoch` before each epoch (it reseeds the flips).
 
-    ``frame_limit`` > 0 keeps only the first that many frames (smoke runs).
+    ``frame_limit`` > 0 keeps only the first that many frames (smoke runs); ``grid`` is the student's anchor grid
+    (targets are assigned on it).
     """
 
     def __init__(
@@ -110,6 +123,8 @@ class StudentFrames(Dataset):
         seed: int = 0,
         cache: TeacherCache | None = None,
         frame_limit: int = 0,
+        *,
+        grid: AnchorGrid,
     ) -> None:
         if image_scale < 1:
             raise ValueError(f"image_scale must be a positive integer, got {image_scale}")
@@ -118,6 +133,7 @@ class StudentFrames(Dataset):
         self.image_scale = image_scale
         self.seed = seed
         self.cache = cache
+        self.assigner = TargetAssigner(grid)
         self.length = len(split) if frame_limit <= 0 else min(frame_limit, len(split))
         self.epoch = 0
 
@@ -138,6 +154,8 @@ class StudentFrames(Dataset):
             left, right, calib, depth = f.left, f.right, f.calib, f.depth
         view = HFLIP if flipped else IDENTITY
         boxes, names = view_ground_truth(split.labels(index), view)
+        boxes = boxes.astype(np.float32)
+        ground_truth = ground_truth_from_labels(names, torch.from_numpy(boxes), self.assigner.grid)
         s = self.image_scale
         frame_id = split.frame_ids[index]
         return StudentSample(
@@ -147,10 +165,12 @@ class StudentFrames(Dataset):
             left=downscale_image(np.ascontiguousarray(left), s),
             right=downscale_image(np.ascontiguousarray(right), s),
             calib=scale_calibration(calib, s),
-            boxes=boxes.astype(np.float32),
+            boxes=boxes,
             names=names,
             depth=scale_depth_rows(np.asarray(depth, dtype=np.float32), s),
             teacher=None if self.cache is None else self.cache.read(frame_id, view),
+            ground_truth=ground_truth,
+            targets=self.assigner.assign_frame(ground_truth),
         )
 
 

@@ -32,8 +32,7 @@ from stereodistill.distill.cld import (
     confident_cells,
 )
 from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
-from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.assigner import FrameGroundTruth, TargetAssigner, ground_truth_from_labels
+from stereodistill.head.assigner import AssignedTargets
 from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.losses import detection_losses
 from stereodistill.student.dataset import StudentSample, batch_inputs
@@ -59,16 +58,8 @@ class StepLosses:
     loc_codes: dict[str, Tensor]  # LOC_CODE_COLUMNS -> detached scalars
 
 
-def ground_truths(
-    samples: list[StudentSample], grid: AnchorGrid, device: torch.device
-) -> list[FrameGroundTruth]:
-    """Each sample's labels as the assigner's ground truth, on ``device``."""
-    return [ground_truth_from_labels(s.names, torch.from_numpy(s.boxes), grid).to(device) for s in samples]
-
-
 def student_losses(
     model: StereoStudent,
-    assigner: TargetAssigner,
     samples: list[StudentSample],
     settings: StudentTrainSettings,
     distill: DistillSettings,
@@ -79,6 +70,8 @@ def student_losses(
 ) -> StepLosses:
     """Forward one batch and compute every loss term (see the module docstring).
 
+    The anchor targets are the samples' own (assigned by :class:`~stereodistill.student.dataset.StudentFrames`),
+    stacked and moved to ``device`` once.
     ``network`` runs the forward pass when given (``model`` wrapped in DistributedDataParallel).
     ``regression_scale`` (:func:`~stereodistill.student.schedule.regression_factor`) multiplies the ``loc`` and ``xgd`` terms.
     """
@@ -88,8 +81,8 @@ def student_losses(
     )
     out = (network or model)(inputs.left, inputs.right, inputs.P2, inputs.baseline)
     head = model.head.flatten(out.head)
-    gts = ground_truths(samples, grid, device)
-    targets = assigner.assign_batch(gts)
+    gts = [s.ground_truth.to(device) for s in samples]
+    targets = AssignedTargets.stack([s.targets for s in samples]).to(device, non_blocking=True)
     w = settings.loss_weights
     terms = detection_losses(
         head.cls,

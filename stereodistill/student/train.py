@@ -29,7 +29,6 @@ from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.assigner import TargetAssigner
 from stereodistill.settings import to_dict
 from stereodistill.student.checkpoint import MODEL_KIND, student_model_checkpoint
 from stereodistill.student.dataset import StudentFrames, collate_samples
@@ -99,9 +98,14 @@ def train_student(
         network = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    assigner = TargetAssigner(grid)
     frames = StudentFrames(
-        split, settings.flip_probability, settings.image_scale, settings.seed, cache, settings.frame_limit
+        split,
+        settings.flip_probability,
+        settings.image_scale,
+        settings.seed,
+        cache,
+        settings.frame_limit,
+        grid=grid,
     )
     per_rank = -(-len(frames) // ranks.world)
     steps_per_epoch = max(1, -(-per_rank // settings.batch_size))
@@ -149,7 +153,7 @@ def train_student(
             lr = scheduler.get_last_lr()[0]
             scale = regression_factor(scheduler.last_epoch, steps_per_epoch, settings)
             step = student_losses(
-                model, assigner, samples, settings, distill, device, cache, network, regression_scale=scale
+                model, samples, settings, distill, device, cache, network, regression_scale=scale
             )
             run.step(step.terms["total"], settings.grad_clip)
             values = rank_mean(
