@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner, Result
 from kitti_fixtures import KittiFixture, write_kitti_dataset
 
@@ -55,3 +56,13 @@ def teacher_cache_setup(synthetic_train_split: Path, tmp_path_factory: pytest.Te
     from cache_fixtures import build_teacher_cache
 
     return build_teacher_cache(synthetic_train_split, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread: tiny convolutions run faster than on two contended threads (the 2-core test machine),
+    and results are bitwise repeatable for a fixed thread count, as in the single-threaded subprocesses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -135,15 +135,6 @@ def test_flipped_rendered_frame_stays_photo_consistent(rendered_frame: PreparedF
     assert abs(len(flipped.depth) - len(f.depth)) < 0.05 * len(f.depth)
 
 
-@pytest.fixture()
-def one_thread():
-    """Convolutions run faster on one thread than on two contended ones (the 2-core test machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_student_runs_on_a_prepared_frame_and_its_flip(rendered_frame: PreparedFrame, one_thread) -> None:
     f = rendered_frame
     flipped = flip_stereo(f.image_2, f.image_3, f.calib, depth=f.depth)

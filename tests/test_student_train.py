@@ -47,14 +47,7 @@ from stereodistill.student.settings import StudentTrainSettings
 from stereodistill.student.teacher_cache import open_cache
 from stereodistill.student.train import train_student
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread in this module's tests (faster for these tiny tensors, and bitwise repeatable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = tiny_student()

@@ -67,6 +67,17 @@ def imagenet_mean_std() -> tuple[Tensor, Tensor]:
     return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
+def add_feature_heads(trunk: nn.Module, fused_channels: int, config: StudentConfig) -> None:
+    """Give a trunk its two output heads (``stereo_head``, ``semantic_head``, reading ``fused_channels``) and the
+    ImageNet ``mean`` / ``std`` buffers its input is normalised with; called after the trunk's own layers, so
+    parameters are created (and the RNG drawn) in the same order for every trunk."""
+    trunk.stereo_head = stereo_head(fused_channels, config)
+    trunk.semantic_head = semantic_head(fused_channels, config)
+    mean, std = imagenet_mean_std()
+    trunk.register_buffer("mean", mean, persistent=False)
+    trunk.register_buffer("std", std, persistent=False)
+
+
 def normalised(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Images ``(B, 3, H, W)`` in [0, 1] -> ``(images - mean) / std``; refuses any other shape."""
     if images.dim() != 4 or images.shape[1] != 3:
@@ -116,11 +127,7 @@ class FeatureExtractor(nn.Module):
         last_down = max((i for i, s in enumerate(config.backbone_strides) if s == 2), default=0)
         self.first_fused_stage = last_down
         fused = sum(channels[last_down:])
-        self.stereo_head = stereo_head(fused, config)
-        self.semantic_head = semantic_head(fused, config)
-        mean, std = imagenet_mean_std()
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        add_feature_heads(self, fused, config)
 
     def forward(self, images: Tensor) -> ImageFeatures:
         x = self.stem(normalised(images, self.mean, self.std))
@@ -143,11 +150,7 @@ class ResNet34FeatureExtractor(nn.Module):
         super().__init__()
         self.trunk = ResNet34Trunk()
         fused = sum(STAGE_WIDTHS[1:])
-        self.stereo_head = stereo_head(fused, config)
-        self.semantic_head = semantic_head(fused, config)
-        mean, std = imagenet_mean_std()
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        add_feature_heads(self, fused, config)
 
     def forward(self, images: Tensor) -> ImageFeatures:
         outputs = self.trunk(normalised(images, self.mean, self.std))

@@ -302,15 +302,6 @@ def one_frame_shards(teacher_cache_setup, tmp_path_factory) -> Path:
     return store
 
 
-@pytest.fixture()
-def one_thread():
-    """In-process writes with one intra-op thread, as the subprocesses and the reference store."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cache_complete(store: Path) -> bool:
     return (store / "zarr.json").exists() and bool(
         zarr.open_group(store, mode="r", use_consolidated=False).attrs.get("complete")
