@@ -7,7 +7,9 @@ train split, with its teacher cache when ``distill`` is on. Counts, in bytes:
 - ``parameters``; ``gradients`` (the same); ``adamw_state`` (``exp_avg`` and ``exp_avg_sq``: twice the parameters);
 - ``saved_activations``: every tensor autograd saves for the backward pass
   (``torch.autograd.graph.saved_tensors_hooks``), each storage counted once, parameters excluded. On a GPU this is
-  what the forward pass leaves allocated when the backward begins;
+  what the forward pass leaves allocated when the backward begins. Each is charged to the part of the network
+  that saved it (the top-level module running; ``cost_volume``: the network's own code between its parts, mostly
+  the plane sweep; ``losses``: everything after the network's forward);
 - ``largest_module_output``: the largest tensor any module returns, a lower bound on the transient memory on top of
   the saved tensors at the forward's peak (a layer's output coexists with its input);
 - ``step_peak_rss_delta``: the process's peak RSS during the step minus its RSS just before, the measured peak of
@@ -15,7 +17,9 @@ train split, with its teacher cache when ``distill`` is on. Counts, in bytes:
   tensors).
 
 The GPU estimate is parameters + gradients + AdamW state + the step's measured peak (the larger of the RSS delta
-and saved + largest output); a CUDA context (about 0.3-0.5 GiB) and the caching allocator's slack come on top.
+and saved + largest output; the RSS delta also holds the gradients and the AdamW state, which the sum then
+counts twice, a negligible overestimate for a few million parameters); a CUDA context (about 0.3-0.5 GiB), cuDNN
+workspaces and the caching allocator's slack come on top.
 
     python benchmarks/student_step_memory.py [--params params.yaml] [--threads 1] [--json OUT]
 
@@ -91,16 +95,22 @@ def measure(params_path: Path, threads: int) -> dict[str, Any]:
     parameter_bytes = sum(p.nbytes for p in model.parameters())
     parameter_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
-    saved: dict[int, int] = {}
+    saved: dict[int, tuple[str, int]] = {}  # storage pointer -> (part that saved it first, bytes)
+    part = ["losses"]
 
     def pack(t: Tensor) -> Tensor:
         ptr = t.untyped_storage().data_ptr()
-        if ptr not in parameter_ptrs:
-            saved[ptr] = max(saved.get(ptr, 0), t.untyped_storage().nbytes())
+        if ptr not in parameter_ptrs and ptr not in saved:
+            saved[ptr] = (part[0], t.untyped_storage().nbytes())
         return t
 
     largest: dict[str, Any] = {"bytes": 0, "module": "", "shape": []}
     hooks = largest_output_hooks(model, largest)
+    between = "cost_volume"  # the model's own forward between its parts: the plane sweep, soft-argmin
+    for name, module in model.named_children():
+        hooks.append(module.register_forward_pre_hook(lambda _m, _i, n=name: part.__setitem__(0, n)))
+        hooks.append(module.register_forward_hook(lambda _m, _i, _o: part.__setitem__(0, between)))
+    hooks.append(model.register_forward_hook(lambda _m, _i, _o: part.__setitem__(0, "losses")))
     device = torch.device("cpu")
     rss_before = current_rss()
     started = time.perf_counter()
@@ -116,7 +126,10 @@ def measure(params_path: Path, threads: int) -> dict[str, Any]:
     if not torch.isfinite(step.terms["total"]):
         raise SystemExit(f"non-finite loss {step.terms['total'].item()}")
 
-    saved_bytes = sum(saved.values())
+    saved_bytes = sum(size for _, size in saved.values())
+    by_part: dict[str, int] = {}
+    for name, size in saved.values():
+        by_part[name] = by_part.get(name, 0) + size
     activation_peak = max(step_peak, saved_bytes + largest["bytes"])
     fixed = 4 * parameter_bytes  # parameters, gradients, AdamW's exp_avg and exp_avg_sq
     height, width = sample.left.shape[:2]
@@ -132,6 +145,7 @@ def measure(params_path: Path, threads: int) -> dict[str, Any]:
         "adamw_state_bytes": 2 * parameter_bytes,
         "saved_activation_bytes": saved_bytes,
         "saved_tensors": len(saved),
+        "saved_activation_bytes_by_part": dict(sorted(by_part.items(), key=lambda kv: -kv[1])),
         "largest_module_output": largest,
         "step_peak_rss_delta_bytes": step_peak,
         "gpu_estimate_bytes": fixed + activation_peak,
@@ -160,6 +174,8 @@ def main() -> int:
         "gpu_estimate_bytes",
     ):
         print(f"{key[: -len('_bytes')]}: {result[key] / GIB:.2f} GiB")
+    for name, size in result["saved_activation_bytes_by_part"].items():
+        print(f"  saved by {name}: {size / GIB:.2f} GiB")
     big = result["largest_module_output"]
     print(f"largest module output: {big['bytes'] / GIB:.2f} GiB ({big['module']}, {big['shape']})")
     print(f"parameters: {result['parameters'] / 1e6:.2f} M; step {result['step_s']:.1f} s")
