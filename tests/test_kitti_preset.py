@@ -1,7 +1,7 @@
 """The ``kitti`` preset end to end on the CPU: all seven stages on two synthetic ``kitti`` frames.
 
 Runs benchmarks/bench_kitti_preset.py with ``--slim``: narrow networks, but the preset's 304 x 288 grid, its
-1242 x 375 images and 72 planes; one epoch each. Several minutes on a 2-core CPU, hence ``slow``.
+1242 x 375 images and 72 planes; one epoch each. About 1.5 minutes on a 2-core CPU, hence ``slow``.
 """
 
 import json
