@@ -42,7 +42,6 @@ from torch import Tensor, nn
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.head.assigner import TargetAssigner
 from stereodistill.params import load_params
 from stereodistill.student.dataset import StudentFrames
 from stereodistill.student.losses import student_losses
@@ -87,7 +86,7 @@ def measure(params_path: Path, threads: int) -> dict[str, Any]:
     torch.manual_seed(student.train.seed)
     split = PreparedSplit(params.data.prepared_split("train"))
     cache = open_cache(params.cache.store, grid, student.train, distill, split) if distill.enabled else None
-    frames = StudentFrames(split, 0.0, student.train.image_scale, student.train.seed, cache, 1)
+    frames = StudentFrames(split, 0.0, student.train.image_scale, student.train.seed, cache, 1, grid=grid)
     sample = frames[0]
     model = StereoStudent(student.model, grid)
     model.train()
@@ -115,7 +114,7 @@ def measure(params_path: Path, threads: int) -> dict[str, Any]:
     rss_before = current_rss()
     started = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step = student_losses(model, TargetAssigner(grid), [sample], student.train, distill, device, cache)
+        step = student_losses(model, [sample], student.train, distill, device, cache)
     forward_s = time.perf_counter() - started
     step.terms["total"].backward()
     optimizer.step()
