@@ -23,6 +23,7 @@ from stereodistill.teacher.dataset import (
     TeacherFrames,
     build_object_database,
     collate_frames,
+    frame_points,
 )
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig, TeacherTrainSettings
@@ -113,7 +114,7 @@ def train_teacher(
         started = time.perf_counter()
         bar = run.progress_bar(loader, epoch, progress)
         for batch in bar:
-            points = [torch.from_numpy(f.points).to(device) for f in batch]
+            points = frame_points(batch, device)
             gts = [ground_truth_from_labels(f.names, torch.from_numpy(f.boxes), grid) for f in batch]
             targets = assigner.assign_batch([gt.to(device) for gt in gts])
             out = model.head.flatten(model(points))
