@@ -14,11 +14,16 @@ schedule (``--epochs``, default 12 instead of params.yaml's 24, so 15 runs fit i
 Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
 a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint.
 
+``--set key=value`` overrides any other params.yaml entry for every run (dotted key, YAML value), as
+``dvc exp run -S`` does. When ``student.train.ema_decay > 0`` each run is scored twice: ``metrics.json`` with the
+averaged weights (what ``student.pt`` holds) and ``metrics_raw.json`` with the last weights (the training
+checkpoint's), so one set of runs measures what the average does, paired by seed.
+
 Stage one must be current: the script first runs ``dvc repro cache_teacher evaluate_teacher`` (a no-op when the
 pipeline is up to date; ``--no-repro`` skips it).
 
-    python benchmarks/ablation.py [--epochs 12] [--seeds 0 1 2] [--jobs 2] [--threads 1] \
-        [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md]
+    python benchmarks/ablation.py [--epochs 12] [--seeds 0 1 2] [--variants ...] [--set KEY=VALUE ...] \
+        [--jobs 2] [--threads 1] [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md]
 
 Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
 """
@@ -62,6 +67,27 @@ class Run:
     threads: int
 
 
+# Two-sided 95 % critical values of Student's t, by degrees of freedom (1-10); beyond, 1.96 is within 0.3 %.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``params`` with each ``dotted.key=value`` of ``overrides`` set (the value parsed as YAML); the key must exist."""
+    params = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise SystemExit(f"--set {item!r}: params has no key {key!r}")
+        node[last] = yaml.safe_load(text)
+    return params
+
+
 def run_params(base: dict[str, Any], variant: str, seed: int, epochs: int, run_dir: Path) -> dict[str, Any]:
     """params.yaml with the variant's distill modes, the seed, the ablation schedule and the run's own paths."""
     params = copy.deepcopy(base)
@@ -94,9 +120,33 @@ def execute(run: Run) -> tuple[str, int, float]:
     params = parse_params(run.params)
     train_student_from_params(params, resume=True, restart_on_mismatch=True, progress=False)
     evaluate_student_from_params(params, progress=False)
+    if params.student.train.ema_decay > 0:
+        evaluate_last_weights(params, run.run_dir)
     seconds = time.perf_counter() - start
     record.write_text(json.dumps({"params": run.params, "seconds": seconds}, indent=1))
     return run.variant, run.seed, seconds
+
+
+def evaluate_last_weights(params: Any, run_dir: Path) -> None:
+    """Score the run's last (not averaged) weights, read from its final training checkpoint, into
+    ``run_dir/metrics_raw.json`` (predictions under ``run_dir/predictions_raw``)."""
+    from stereodistill.checkpoints import default_device, load_checkpoint
+    from stereodistill.student.checkpoint import MODEL_KIND, load_student
+    from stereodistill.student.evaluate import evaluate_student_model
+    from stereodistill.training.run import CHECKPOINT_NAME
+
+    out_dir = Path(params.student.out_dir)
+    model, ckpt = load_student(out_dir / f"{MODEL_KIND}.pt", default_device())
+    training = load_checkpoint(out_dir / CHECKPOINT_NAME, f"{MODEL_KIND}-training")
+    model.load_state_dict(training["model"])
+    evaluate_student_model(
+        params,
+        model,
+        int(ckpt["settings"]["image_scale"]),
+        run_dir / "predictions_raw",
+        run_dir / "metrics_raw.json",
+        progress=False,
+    )
 
 
 def ap(metrics: dict, cls: str, metric: str, difficulty: str) -> float:
@@ -113,12 +163,13 @@ def kept_shares(loss_log: Path) -> dict[str, float]:
     return {n.removeprefix("xgd_kept_"): statistics.fmean(float(r[n]) for r in rows) for n in names}
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "values": values,
-    }
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of ``values``."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    n = len(values)
+    half = (T_975[n - 2] if n - 1 <= len(T_975) else 1.96) * std / n**0.5 if n > 1 else float("nan")
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": values}
 
 
 def summarise(
@@ -155,8 +206,15 @@ def summarise(
             for cls in CLASSES
         }
         kept_names = per_seed[0][1].keys()
+        raw_paths = [out / variant / f"seed{seed}" / "metrics_raw.json" for seed in seeds]
+        raw = None
+        if all(path.exists() for path in raw_paths):
+            raw = mean_std(
+                [ap(json.loads(path.read_text()), "Car", "3d", "moderate") for path in raw_paths]
+            )
         summary["variants"][variant] = {
             "ap_r40_strict": ap_table,
+            "car_3d_moderate_last_weights": raw,
             "xgd_kept_share": {n: mean_std([k[n] for _, k, _ in per_seed]) for n in kept_names},
             "run_seconds": [s for _, _, s in per_seed],
         }
@@ -200,18 +258,28 @@ def markdown(summary: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    def interval(entry: dict[str, Any]) -> str:
+        low, high = entry["ci95"]
+        return f"[{low:+.2f}, {high:+.2f}]"
+
     lines += [
-        "**Car 3D moderate gain over gt_only** (paired by seed) and **XGD kept-positive share** (mean over steps)",
+        "**Car 3D moderate**: per seed, with the last (not averaged) weights where the runs average them, and the "
+        "gain over gt_only (paired by seed, 95 % CI of the mean); **XGD kept-positive share** (mean over steps)",
         "",
-        "| variant | gain (mean ± std) | per seed | kept share | minutes per run |",
-        "|---|---|---|---|---|",
+        "| variant | per seed | last weights | gain (mean ± std) | gain 95 % CI | kept share | minutes per run |",
+        "|---|---|---|---|---|---|---|",
     ]
     for variant, entry in summary["variants"].items():
         gain = entry["car_3d_moderate_gain_over_gt_only"]
         kept = ", ".join(f"{n} {v['mean']:.3f}" for n, v in entry["xgd_kept_share"].items()) or "—"
         minutes = statistics.fmean(entry["run_seconds"]) / 60
-        per_seed = ", ".join(f"{v:+.2f}" for v in gain["values"])
-        lines.append(f"| {variant} | {cell(gain)} | {per_seed} | {kept} | {minutes:.1f} |")
+        moderate = entry["ap_r40_strict"]["Car"]["3d"]["moderate"]
+        per_seed = ", ".join(f"{v:.2f}" for v in moderate["values"])
+        raw = entry["car_3d_moderate_last_weights"]
+        last = "—" if raw is None else f"{cell(raw)} ({', '.join(f'{v:.2f}' for v in raw['values'])})"
+        lines.append(
+            f"| {variant} | {per_seed} | {last} | {cell(gain)} | {interval(gain)} | {kept} | {minutes:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -223,6 +291,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12, help="the ablation preset's schedule length")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml entry for every run (dotted key, YAML value); repeatable",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=Path("ablation"))
@@ -231,10 +307,10 @@ def main() -> int:
     parser.add_argument("--no-repro", action="store_true", help="do not bring stage one up to date first")
     args = parser.parse_args()
 
-    from stereodistill.params import load_params
+    from stereodistill.params import parse_params
 
-    load_params(args.params)  # a bad params file fails here, before any run
-    base = yaml.safe_load(Path(args.params).read_text())
+    base = apply_overrides(yaml.safe_load(Path(args.params).read_text()), args.overrides)
+    parse_params(base)  # a bad params file or override fails here, before any run
     if not args.no_repro:
         subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)
     # Seed-major order: after the first five runs every variant has a result.

@@ -104,3 +104,52 @@ def test_resume_on_cuda_keeps_adamw_step_counts_on_the_cpu(tmp_path):
     assert resumed.start_epoch == 1
     for state in resumed.optimizer.state.values():
         assert state["step"].device.type == "cpu" and state["exp_avg"].device.type == "cuda"
+
+
+def _train_by_steps(run: TrainingRun, resume: bool = False, steps_per_epoch: int = 2) -> list[torch.Tensor]:
+    """Train with :meth:`TrainingRun.step`; return the model's flattened weights after every step."""
+    run.start(resume, False)
+    after_step = []
+    for epoch in run.epochs():
+        for _ in range(steps_per_epoch):
+            run.step(run.model(torch.ones(1, 2)).square().sum(), grad_clip=10.0)
+            after_step.append(torch.cat([p.detach().flatten() for p in run.model.parameters()]))
+        run.end_epoch(epoch, f"toy epoch {epoch}")
+    run.finish({"kind": "toy", "model": run.final_model.state_dict()})
+    return after_step
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps(tmp_path):
+    decay = 0.8
+    run = _run(tmp_path, {}, ema_decay=decay)
+    trajectory = _train_by_steps(run)
+    expected = trajectory[0]  # the average starts as a copy of the weights after the first step
+    for weights in trajectory[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    assert torch.allclose(_flat(run.final_model), expected, atol=1e-6)
+    assert not torch.allclose(_flat(run.final_model), trajectory[-1], atol=1e-3)  # the average lags the model
+    saved = torch.load(tmp_path / "toy.pt", weights_only=True)["model"]
+    assert torch.equal(torch.cat([saved["weight"].flatten(), saved["bias"]]), _flat(run.final_model))
+    assert "averaged" in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+
+
+def test_weight_average_survives_a_resume(tmp_path):
+    full = _run(tmp_path / "full", {}, ema_decay=0.8)
+    _train_by_steps(full)
+    _train_by_steps(_run(tmp_path / "part", {}, ema_decay=0.8, stop_after_epoch=1))
+    resumed = _run(tmp_path / "part", {}, ema_decay=0.8)
+    _train_by_steps(resumed, resume=True)
+    assert resumed.start_epoch == 1
+    assert torch.equal(_flat(resumed.final_model), _flat(full.final_model))
+    assert torch.equal(_flat(resumed.model), _flat(full.model))
+
+
+def test_without_an_average_the_final_model_is_the_model(tmp_path):
+    run = _run(tmp_path, {})
+    assert run.final_model is run.model and run.averaged is None
+    with pytest.raises(ValueError, match="ema_decay"):
+        _run(tmp_path, {}, ema_decay=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tqdm import tqdm
 
 from stereodistill.data.labels import KittiObject
@@ -17,7 +19,10 @@ def evaluation_split(params: Params) -> PreparedSplit:
 
 
 def score_and_write(
-    params: Params, split: PreparedSplit, detections: dict[str, list[KittiObject]], metrics_path: str
+    params: Params,
+    split: PreparedSplit,
+    detections: dict[str, list[KittiObject]],
+    metrics_path: str | Path,
 ) -> dict:
     """Score ``detections`` (frame id -> objects) against ``split``'s labels with the KITTI protocol, write the
     result to ``metrics_path`` (atomically), print the KITTI table and return the result."""

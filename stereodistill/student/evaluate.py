@@ -9,6 +9,7 @@ from stereodistill.evaluation.stage import evaluation_split, score_and_write
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
 from stereodistill.student.checkpoint import load_student
+from stereodistill.student.model import StereoStudent
 from stereodistill.student.predict import predict_to_kitti
 
 
@@ -17,13 +18,28 @@ def evaluate_student_from_params(params: Params, progress: bool = True) -> dict:
     grid = AnchorGrid.from_params(params.grid, params.source)
     model, ckpt = load_student(Path(params.student.out_dir) / "student.pt", default_device(), grid)
     image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
+    return evaluate_student_model(
+        params,
+        model,
+        image_scale,
+        params.evaluate.student_predictions,
+        params.evaluate.student_metrics,
+        progress,
+    )
+
+
+def evaluate_student_model(
+    params: Params,
+    model: StereoStudent,
+    image_scale: int,
+    predictions_dir: str | Path,
+    metrics_path: str | Path,
+    progress: bool = True,
+) -> dict:
+    """Score ``model`` (images downsampled by ``image_scale`` as in its training) on the evaluation split:
+    KITTI result files under ``predictions_dir``, the evaluator's JSON at ``metrics_path``; return the JSON."""
     split = evaluation_split(params)
     detections = predict_to_kitti(
-        model,
-        split,
-        params.student.decode,
-        params.evaluate.student_predictions,
-        image_scale=image_scale,
-        progress=progress,
+        model, split, params.student.decode, predictions_dir, image_scale=image_scale, progress=progress
     )
-    return score_and_write(params, split, detections, params.evaluate.student_metrics)
+    return score_and_write(params, split, detections, metrics_path)

@@ -4,7 +4,8 @@ Per batch the student sums the GT detection losses, LIGA's depth loss and, when 
 and CLD against the teacher cache (:mod:`stereodistill.student.losses`). AdamW, a linear warm-up from
 ``lr * warmup_factor`` over ``warmup_epochs``, then cosine decay to ``lr * min_lr_ratio`` or step decay (x
 ``step_gamma`` at each of ``step_epochs``) (:mod:`stereodistill.student.schedule`), gradient-norm clipping and
-a per-step loss log (:mod:`stereodistill.student.loss_log`); resume, checkpoints and the finished
+a per-step loss log (:mod:`stereodistill.student.loss_log`); with ``ema_decay`` the finished ``student.pt`` holds
+the moving average of the weights; resume, checkpoints and the finished
 ``student.pt`` are the shared run's (:mod:`stereodistill.training.run`). Sample order and flips depend only on
 ``(seed, epoch, frame)``, so ``resume=True`` trains on exactly what an uninterrupted run would.
 
@@ -133,6 +134,7 @@ def train_student(
         log_columns(distill),
         stop_after_epoch=stop_after_epoch,
         ranks=ranks,
+        ema_decay=settings.ema_decay,
     )
     run.start(resume, restart_on_mismatch)
 
@@ -173,6 +175,6 @@ def train_student(
             + ")",
         )
     extra = {"settings": to_dict(settings), "distill": to_dict(distill)}
-    path = run.finish(student_model_checkpoint(model, settings.epochs, extra))
+    path = run.finish(student_model_checkpoint(run.final_model, settings.epochs, extra))
     ranks.close()
     return path

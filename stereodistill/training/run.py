@@ -1,7 +1,7 @@
 """One resumable training run: what the teacher's and the student's trainers share around their epoch loop.
 
-A run lives in ``out_dir``: ``checkpoint.pt`` (after every epoch: model, optimizer, scheduler, epoch and the run's
-identity), ``loss_log.csv`` (rows kept by the trainer, rewritten after every epoch) and, once the last epoch is
+A run lives in ``out_dir``: ``checkpoint.pt`` (after every epoch: model, optimizer, scheduler, the weight average
+when there is one, epoch and the run's identity), ``loss_log.csv`` (rows kept by the trainer, rewritten after every epoch) and, once the last epoch is
 done, the finished model ``<model kind>.pt``. Under torchrun only the lead rank writes.
 
 The identity (grid, network and training settings, code and data fingerprints ...) is what a resume compares:
@@ -9,6 +9,12 @@ a checkpoint written under another one is refused with an :class:`InputError` na
 ``restart_on_mismatch`` (the DVC stages, whose out_dir persists between runs), ignored for a fresh start.
 Because sample order and augmentation depend only on (seed, epoch, frame), a resumed run trains on exactly what
 an uninterrupted one would.
+
+``ema_decay > 0`` keeps an exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel`` with
+``get_ema_multi_avg_fn``; buffers averaged too), updated after every optimiser step, saved in the checkpoint and
+restored on resume; :attr:`TrainingRun.final_model` is then the average, the model a trainer saves and evaluates.
+The average smooths out where the last steps happen to leave the weights: with decay ``d`` it spans about
+``1 / (1 - d)`` steps.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from stereodistill.checkpoints import load_checkpoint, save_atomic
@@ -57,6 +64,8 @@ class TrainingRun:
     A trainer builds it once its model, optimizer and scheduler exist, calls :meth:`start`, appends its rows to
     :attr:`log_rows`, calls :meth:`end_epoch` after each epoch of :meth:`epochs` and returns :meth:`finish`.
     ``stop_after_epoch`` ends the run early (for tests of resume). ``ranks`` is given under torchrun.
+    ``ema_decay`` (0: none) keeps the weight average of the module docstring; pass the unwrapped model, not its
+    DistributedDataParallel wrapper.
     """
 
     def __init__(
@@ -71,7 +80,10 @@ class TrainingRun:
         log_columns: list[str],
         stop_after_epoch: int | None = None,
         ranks: Ranks | None = None,
+        ema_decay: float = 0.0,
     ) -> None:
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         self.model_kind = model_kind
         self.out_dir = Path(out_dir)
         self.identity = identity
@@ -83,6 +95,16 @@ class TrainingRun:
         self.lead = ranks is None or ranks.rank == 0
         self.start_epoch = 0
         self.log_rows: list[dict[str, Any]] = []
+        self.averaged = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay > 0
+            else None
+        )
+
+    @property
+    def final_model(self) -> torch.nn.Module:
+        """The weights the run saves and evaluates: the moving average when there is one, else the model."""
+        return self.model if self.averaged is None else self.averaged.module
 
     @property
     def checkpoint_kind(self) -> str:
@@ -115,6 +137,8 @@ class TrainingRun:
             what = f"the {self.model_kind}'s {', '.join(changed)}"
             if not changed:
                 self.model.load_state_dict(ckpt["model"])
+                if self.averaged is not None:
+                    self.averaged.load_state_dict(ckpt["averaged"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])
                 self.scheduler.load_state_dict(ckpt["scheduler"])
                 self.start_epoch = int(ckpt["epoch"])
@@ -149,12 +173,15 @@ class TrainingRun:
         )
 
     def step(self, loss: torch.Tensor, grad_clip: float) -> None:
-        """One optimiser step on ``loss``: gradients clipped to norm ``grad_clip``, then one scheduler step."""
+        """One optimiser step on ``loss``: gradients clipped to norm ``grad_clip``, one scheduler step, then the
+        weight average's update."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
 
     def end_epoch(self, epoch: int, summary: str) -> None:
         """After ``epoch``: write the loss log and the checkpoint, then print ``summary`` (lead rank)."""
@@ -169,6 +196,8 @@ class TrainingRun:
             "epoch": epoch,
             **self.identity,
         }
+        if self.averaged is not None:
+            state["averaged"] = self.averaged.state_dict()
         save_atomic(state, self.checkpoint_path)
         tqdm.write(summary)
 
