@@ -209,9 +209,7 @@ def summarise(
         raw_paths = [out / variant / f"seed{seed}" / "metrics_raw.json" for seed in seeds]
         raw = None
         if all(path.exists() for path in raw_paths):
-            raw = mean_std(
-                [ap(json.loads(path.read_text()), "Car", "3d", "moderate") for path in raw_paths]
-            )
+            raw = mean_std([ap(json.loads(path.read_text()), "Car", "3d", "moderate") for path in raw_paths])
         summary["variants"][variant] = {
             "ap_r40_strict": ap_table,
             "car_3d_moderate_last_weights": raw,
@@ -258,6 +256,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+
     def interval(entry: dict[str, Any]) -> str:
         low, high = entry["ci95"]
         return f"[{low:+.2f}, {high:+.2f}]"
