@@ -37,7 +37,7 @@ def main() -> None:
 # through this registration).
 from stereodistill.cli.cache import cache, cache_teacher  # noqa: E402
 from stereodistill.cli.data import data, prepare  # noqa: E402
-from stereodistill.cli.evaluate import evaluate  # noqa: E402
+from stereodistill.cli.evaluate import breakdown, evaluate  # noqa: E402
 from stereodistill.cli.student import student, train_student  # noqa: E402
 from stereodistill.cli.synth import synth  # noqa: E402
 from stereodistill.cli.teacher import teacher, train_teacher  # noqa: E402
@@ -46,6 +46,7 @@ main.add_command(synth)
 main.add_command(data)
 main.add_command(prepare)
 main.add_command(evaluate)
+main.add_command(breakdown)
 main.add_command(train_teacher)
 main.add_command(teacher)
 main.add_command(cache_teacher)
