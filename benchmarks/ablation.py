@@ -98,6 +98,7 @@ def run_params(base: dict[str, Any], variant: str, seed: int, epochs: int, run_d
     params["student"]["out_dir"] = str(run_dir / "model")
     params["evaluate"]["student_predictions"] = str(run_dir / "predictions")
     params["evaluate"]["student_metrics"] = str(run_dir / "metrics.json")
+    params["evaluate"]["student_breakdown"] = str(run_dir / "breakdown.json")
     return params
 
 

@@ -35,8 +35,10 @@ class EvaluateSettings:
     classes: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
     teacher_predictions: str = "outputs/teacher_val"  # KITTI result files, one per frame
     teacher_metrics: str = "metrics/teacher_val.json"
+    teacher_breakdown: str = "metrics/teacher_val_breakdown.json"  # where it errs (evaluation/breakdown.py)
     student_predictions: str = "outputs/student_val"
     student_metrics: str = "metrics/student_val.json"
+    student_breakdown: str = "metrics/student_val_breakdown.json"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo):
     assert set(metrics["results"]["Car"]["strict"]["R40"]["3d"]) == {"easy", "moderate", "hard"}
     val_ids = (repo / "data/synthetic/ImageSets/val.txt").read_text().split()
     assert sorted(p.stem for p in (repo / "outputs/teacher_val").glob("*.txt")) == sorted(val_ids)
+    for who in ("teacher", "student"):
+        breakdown = json.loads((repo / f"metrics/{who}_val_breakdown.json").read_text())
+        assert breakdown["num_frames"] == len(val_ids)
+        assert set(breakdown["classes"]) == {"Car", "Pedestrian", "Cyclist"}
     student = json.loads((repo / "metrics/student_val.json").read_text())
     assert set(student["results"]) == {"Car", "Pedestrian", "Cyclist"}
     assert sorted(p.stem for p in (repo / "outputs/student_val").glob("*.txt")) == sorted(val_ids)

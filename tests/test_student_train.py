@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -391,6 +392,7 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
         split="train",
         student_predictions=str(tmp_path / "pred"),
         student_metrics=str(tmp_path / "metrics" / "student_val.json"),
+        student_breakdown=str(tmp_path / "metrics" / "student_val_breakdown.json"),
     )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -402,6 +404,9 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     result = run_cli("student", "evaluate", "--params", path, "--no-progress")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "metrics" / "student_val.json").is_file()
+    breakdown = json.loads((tmp_path / "metrics" / "student_val_breakdown.json").read_text())
+    assert set(breakdown["classes"]) == {"Car", "Pedestrian", "Cyclist"}
+    assert breakdown["num_frames"] == len(PreparedSplit(teacher_cache_setup["split"]))
     assert len(list((tmp_path / "pred").glob("*.txt"))) == len(PreparedSplit(teacher_cache_setup["split"]))
 
 

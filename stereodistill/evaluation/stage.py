@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from stereodistill.data.labels import KittiObject
 from stereodistill.data.prepared import PreparedSplit
+from stereodistill.evaluation.breakdown import BreakdownSettings, error_breakdown
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.evaluation.report import format_table, write_json_atomic
 from stereodistill.params import Params
@@ -23,11 +24,16 @@ def score_and_write(
     split: PreparedSplit,
     detections: dict[str, list[KittiObject]],
     metrics_path: str | Path,
+    breakdown_path: str | Path | None = None,
 ) -> dict:
     """Score ``detections`` (frame id -> objects) against ``split``'s labels with the KITTI protocol, write the
-    result to ``metrics_path`` (atomically), print the KITTI table and return the result."""
+    result to ``metrics_path`` (atomically), print the KITTI table and return the result. With
+    ``breakdown_path``, also write where the detections err there (:func:`error_breakdown`, default settings)."""
     ground_truth = {frame_id: split.objects(i) for i, frame_id in enumerate(split.frame_ids)}
     result = evaluate_kitti(ground_truth, detections, params.evaluate.classes)
+    if breakdown_path is not None:
+        settings = BreakdownSettings(classes=tuple(params.evaluate.classes))
+        write_json_atomic(breakdown_path, error_breakdown(ground_truth, detections, settings))
     write_json_atomic(metrics_path, result)
     tqdm.write(format_table(result))
     return result

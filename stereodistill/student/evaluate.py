@@ -14,7 +14,8 @@ from stereodistill.student.predict import predict_to_kitti
 
 
 def evaluate_student_from_params(params: Params, progress: bool = True) -> dict:
-    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
+    """Detect on the evaluation split, write KITTI result files, the evaluator's JSON and the error breakdown;
+    return the evaluator's JSON."""
     grid = AnchorGrid.from_params(params.grid, params.source)
     model, ckpt = load_student(Path(params.student.out_dir) / "student.pt", default_device(), grid)
     image_scale = int(ckpt.get("settings", {}).get("image_scale", 1))
@@ -25,6 +26,7 @@ def evaluate_student_from_params(params: Params, progress: bool = True) -> dict:
         params.evaluate.student_predictions,
         params.evaluate.student_metrics,
         progress,
+        params.evaluate.student_breakdown,
     )
 
 
@@ -35,11 +37,13 @@ def evaluate_student_model(
     predictions_dir: str | Path,
     metrics_path: str | Path,
     progress: bool = True,
+    breakdown_path: str | Path | None = None,
 ) -> dict:
     """Score ``model`` (images downsampled by ``image_scale`` as in its training) on the evaluation split:
-    KITTI result files under ``predictions_dir``, the evaluator's JSON at ``metrics_path``; return the JSON."""
+    KITTI result files under ``predictions_dir``, the evaluator's JSON at ``metrics_path`` and, when given, the
+    error breakdown at ``breakdown_path``; return the evaluator's JSON."""
     split = evaluation_split(params)
     detections = predict_to_kitti(
         model, split, params.student.decode, predictions_dir, image_scale=image_scale, progress=progress
     )
-    return score_and_write(params, split, detections, metrics_path)
+    return score_and_write(params, split, detections, metrics_path, breakdown_path)

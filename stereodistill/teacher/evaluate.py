@@ -13,11 +13,14 @@ from stereodistill.teacher.predict import predict_to_kitti
 
 
 def evaluate_teacher_from_params(params: Params, progress: bool = True) -> dict:
-    """Detect on the evaluation split, write KITTI result files and the evaluator's JSON; return the JSON."""
+    """Detect on the evaluation split, write KITTI result files, the evaluator's JSON and the error breakdown;
+    return the evaluator's JSON."""
     grid = AnchorGrid.from_params(params.grid, params.source)
     model = load_teacher(Path(params.teacher.out_dir) / "teacher.pt", default_device(), grid)
     split = evaluation_split(params)
     detections = predict_to_kitti(
         model, split, params.teacher.decode, params.evaluate.teacher_predictions, progress
     )
-    return score_and_write(params, split, detections, params.evaluate.teacher_metrics)
+    return score_and_write(
+        params, split, detections, params.evaluate.teacher_metrics, params.evaluate.teacher_breakdown
+    )

@@ -70,8 +70,10 @@ def _params(setup: dict, tmp_path: Path) -> dict:
         split="train",
         teacher_predictions=str(out / "teacher_pred"),
         teacher_metrics=str(out / "teacher.json"),
+        teacher_breakdown=str(out / "teacher_breakdown.json"),
         student_predictions=str(out / "student_pred"),
         student_metrics=str(out / "student.json"),
+        student_breakdown=str(out / "student_breakdown.json"),
     )
     return params
 
