@@ -351,6 +351,49 @@ def test_resume_equals_uninterrupted(synthetic_train_split, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ cache validation
+def test_variants_of_one_seed_start_alike_and_see_the_same_frames_and_flips(
+    teacher_cache_setup, tmp_path, monkeypatch
+):
+    """Paired by seed: a GT-only and a distilled run share the initial weights, the frame order and the flips."""
+    import stereodistill.student.train as trainer
+
+    seen: dict[str, list] = {"init": [], "samples": []}
+
+    class Recording(trainer.TrainingRun):
+        def start(self, resume: bool, restart_on_mismatch: bool) -> None:
+            super().start(resume, restart_on_mismatch)
+            seen["init"].append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+    def recording_losses(model, samples, *args, **kwargs):
+        seen["samples"].append([(s.frame_id, s.view) for s in samples])
+        return student_losses(model, samples, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "TrainingRun", Recording)
+    monkeypatch.setattr(trainer, "student_losses", recording_losses)
+    grid, split = anchor_grid(), teacher_cache_setup["split"]
+    store = teacher_cache_setup["params"]["cache"]["store"]
+    settings = tiny_settings(epochs=2, batch_size=1, frame_limit=3, flip_probability=0.5)
+    for name, distill in (("gt", GT_ONLY), ("kd", DISTILL)):
+        train_student(
+            grid,
+            TINY,
+            settings,
+            distill,
+            split,
+            tmp_path / name,
+            cache_path=store,
+            progress=False,
+            device="cpu",
+        )
+    gt_init, kd_init = seen["init"]
+    assert all(torch.equal(gt_init[k], kd_init[k]) for k in gt_init)
+    batches = len(seen["samples"]) // 2
+    gt_samples, kd_samples = seen["samples"][:batches], seen["samples"][batches:]
+    assert gt_samples == kd_samples
+    views = {view for batch in gt_samples for _, view in batch}
+    assert views == {"identity", "hflip"}, views  # the flips happen, and happen alike
+
+
 def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeypatch):
     store = teacher_cache_setup["params"]["cache"]["store"]
     split = PreparedSplit(teacher_cache_setup["split"])
