@@ -148,7 +148,7 @@ class StudentTrainSettings:
     image_scale: int = 2  # integer image downsampling (P2/P3 scaled consistently), see student/dataset.py
     frame_limit: int = 0  # > 0: train on the first that many frames only (smoke runs)
     regression_warmup_epochs: float = 4.0  # loc and XGD weights ramp 0 -> 1 over these epochs (0: no ramp)
-    ema_decay: float = 0.99  # student.pt holds this moving average of the weights (0: the last ones)
+    ema_decay: float = 0.0  # > 0: student.pt holds this moving average of the weights (0: the last ones)
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"cls": 1.0, "loc": 2.0, "dir": 0.2, "depth": 1.0}
     )
