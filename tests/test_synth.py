@@ -406,7 +406,7 @@ def test_cli_writes_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 1 default frames (ideal LiDAR)" in result.output
     bad_lidar = CliRunner().invoke(main, [*args[:-2], "--lidar", "hdl9"])
-    assert bad_lidar.exit_code == 2 and "'hdl9' is not one of 'ideal', 'vlp16'" in bad_lidar.output
+    assert bad_lidar.exit_code == 2 and "'hdl9' is not one of 'ideal', 'vlp16', 'hdl32'" in bad_lidar.output
     for sub, name in (("image_2", "000000.png"), ("image_3", "000000.png"), ("velodyne", "000000.bin")):
         assert (out / "training" / sub / name).is_file()
     assert (out / "ImageSets" / "train.txt").read_text() == "000000\n"

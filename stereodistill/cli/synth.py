@@ -40,7 +40,7 @@ from stereodistill.data.synth import (
     default=DEFAULT_LIDAR_PROFILE_NAME,
     show_default=True,
     help="LiDAR sensor profile (params data.synth.lidar): ideal: the preset's scanner with light noise; "
-    "vlp16: 16 beams, range noise, dropout on glass, dark paint and at range. Changes the scans only.",
+    "vlp16 / hdl32: 16 / 32 beams, range noise, dropout on glass, dark paint and at range. Changes the scans only.",
 )
 @click.option(
     "--val-fraction",

@@ -3,8 +3,9 @@
 The preset (:mod:`.presets`) sizes the scene and the default scanner; a profile says how a sweep of that scene
 is sampled and corrupted: beam layout, range and intensity noise, and which returns are lost (at random, at
 range on dim surfaces, at grazing incidence, on glass). ``ideal`` is the benchmark's original scanner
-(the preset's beams, 2 cm noise, light dropout); ``vlp16`` is a 16-beam, VLP-16-like scanner with realistic
-losses. Profiles change only the LiDAR sweep: scenes, images and labels do not depend on them.
+(the preset's beams, 2 cm noise, light dropout); ``vlp16`` and ``hdl32`` are 16- and 32-beam scanners with
+the beam layouts of Velodyne's VLP-16 and HDL-32E and the same realistic losses (range noise growing with
+range, most car-window returns lost, dark paint lost at range). Profiles change only the LiDAR sweep: scenes, images and labels do not depend on them.
 """
 
 from __future__ import annotations
@@ -62,7 +63,21 @@ VLP16 = LidarProfile(
     intensity_noise=0.05,
 )
 
-LIDAR_PROFILES: dict[str, LidarProfile] = {p.name: p for p in (IDEAL, VLP16)}
+HDL32 = LidarProfile(
+    name="hdl32",
+    beams=32,
+    elevation_deg=(10.67, -30.67),  # 1.33 degree spacing, as Velodyne's HDL-32E
+    azimuth_steps=1800,  # 0.2 degrees
+    range_noise=0.03,
+    range_noise_per_metre=0.001,
+    base_dropout=0.05,
+    glass_dropout=0.9,
+    albedo_weight=0.7,
+    detection_range=60.0,
+    intensity_noise=0.05,
+)
+
+LIDAR_PROFILES: dict[str, LidarProfile] = {p.name: p for p in (IDEAL, VLP16, HDL32)}
 LIDAR_PROFILE_NAMES: tuple[str, ...] = tuple(LIDAR_PROFILES)
 DEFAULT_LIDAR_PROFILE_NAME = "ideal"
 
