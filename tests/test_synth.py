@@ -240,19 +240,28 @@ def test_lidar_profile_changes_the_scan_only(frames: list) -> None:
     assert len(sparse.scan.points) < 0.5 * len(ideal.scan.points)
 
 
-def test_vlp16_profile_sees_far_objects_with_fewer_points(frames: list) -> None:
-    vlp16 = lidar_profile_by_name("vlp16")
-    far_ideal = far_sparse = 0
+def _far_object_points(frame, sweep: Scan) -> int:
+    """Returns of ``sweep`` on the frame's labelled objects more than 15 m ahead."""
+    far = [
+        source
+        for label, source in zip(frame.labels, frame.label_sources, strict=True)
+        if label.location[2] > 15
+    ]
+    return int(np.isin(sweep.owner, far).sum())
+
+
+def test_real_sensor_profiles_see_far_objects_with_fewer_points(frames: list) -> None:
+    far = {"ideal": 0, "vlp16": 0, "hdl32": 0}
     for index, frame in enumerate(frames):
-        sparse = _rescan(frame, index, vlp16)
-        for label, source in zip(frame.labels, frame.label_sources, strict=True):
-            if label.location[2] > 15.0:
-                far_ideal += int((frame.scan.owner == source).sum())
-                far_sparse += int((sparse.owner == source).sum())
-        # 16 beams 2 degrees apart: distinct elevations are the beams that returned
-        elevation = np.degrees(np.arctan2(sparse.points[:, 2], np.hypot(*sparse.points[:, :2].T)))
-        assert len(np.unique(np.round(elevation[sparse.owner == -2], 0))) <= 8  # 7-8 beams below horizon
-    assert 0 < far_sparse < 0.4 * far_ideal, (far_sparse, far_ideal)
+        far["ideal"] += _far_object_points(frame, frame.scan)
+        for name, beams_below_horizon in (("vlp16", 8), ("hdl32", 24)):
+            sweep = _rescan(frame, index, lidar_profile_by_name(name))
+            far[name] += _far_object_points(frame, sweep)
+            # ground returns come from the beams below the horizon only (2.0 / 1.33 degrees apart)
+            ground = sweep.points[sweep.owner == -2]
+            elevation = np.degrees(np.arctan2(ground[:, 2], np.hypot(ground[:, 0], ground[:, 1])))
+            assert len(np.unique(np.round(elevation, 1))) <= beams_below_horizon
+    assert 0 < far["vlp16"] < far["hdl32"] < 0.6 * far["ideal"], far
 
 
 def test_glass_dropout_removes_only_car_window_returns(frames: list) -> None:
