@@ -3,7 +3,9 @@ images, LiDAR, calibration and labels."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,18 @@ from click.testing import CliRunner
 from PIL import Image
 
 from stereodistill.data.labels import read_label_file
-from stereodistill.data.synth import DEFAULT_PRESET_NAME, generate_dataset, generate_frame, preset_by_name
+from stereodistill.data.synth import (
+    DEFAULT_PRESET_NAME,
+    generate_dataset,
+    generate_frame,
+    lidar_profile_by_name,
+    preset_by_name,
+)
 from stereodistill.data.synth.annotate import dont_care, occlusion_level, truncation
 from stereodistill.data.synth.camera import CAMERA_HEIGHT, camera_centre
+from stereodistill.data.synth.frame import frame_seed
+from stereodistill.data.synth.lidar import Scan, scan
+from stereodistill.data.synth.sensors import IDEAL, LidarProfile
 from stereodistill.data.synth.writer import split_ids
 from stereodistill.errors import InputError
 from stereodistill.geometry.boxes import (
@@ -202,6 +213,89 @@ def test_lidar_ground_points_are_at_ground_height(root: Path, frames: list) -> N
         assert points[:, 2].min() > -CAMERA_HEIGHT - 0.1
 
 
+# ------------------------------------------------------------------------------------------- LiDAR profiles
+# sha256 of frame 0's float32 points (seed 0, default preset) from the scanner before sensor profiles existed
+IDEAL_FRAME0_SHA256 = "de946a0c8713043c692ad36cfc5c89b9028ef75963d50c5e108e2ef964142059"
+
+
+def _rescan(frame, index: int, profile: LidarProfile) -> Scan:
+    """Frame ``index``'s sweep again, by ``profile``, from the frame's own LiDAR stream."""
+    lidar_seq = frame_seed(SEED, index).spawn(4)[3]
+    prims = frame.scene.primitives()
+    return scan(frame.scene, prims, frame.calib, PRESET, np.random.default_rng(lidar_seq), profile)
+
+
+def test_ideal_profile_scan_is_unchanged(frames: list) -> None:
+    assert frames[0].scan.points.shape == (36445, 4)
+    assert hashlib.sha256(frames[0].scan.points.tobytes()).hexdigest() == IDEAL_FRAME0_SHA256
+    assert lidar_profile_by_name("ideal") == IDEAL
+
+
+def test_lidar_profile_changes_the_scan_only(frames: list) -> None:
+    sparse = generate_frame(PRESET, SEED, 0, lidar_profile_by_name("vlp16"))
+    ideal = frames[0]
+    assert np.array_equal(sparse.left, ideal.left) and np.array_equal(sparse.right, ideal.right)
+    assert sparse.labels == ideal.labels and sparse.label_sources == ideal.label_sources
+    assert np.array_equal(sparse.calib.P2, ideal.calib.P2)
+    assert len(sparse.scan.points) < 0.5 * len(ideal.scan.points)
+
+
+def _far_object_points(frame, sweep: Scan) -> int:
+    """Returns of ``sweep`` on the frame's labelled objects more than 15 m ahead."""
+    far = [
+        source
+        for label, source in zip(frame.labels, frame.label_sources, strict=True)
+        if label.location[2] > 15
+    ]
+    return int(np.isin(sweep.owner, far).sum())
+
+
+def test_real_sensor_profiles_see_far_objects_with_fewer_points(frames: list) -> None:
+    far = {"ideal": 0, "vlp16": 0, "hdl32": 0}
+    for index, frame in enumerate(frames):
+        far["ideal"] += _far_object_points(frame, frame.scan)
+        for name, beams_below_horizon in (("vlp16", 8), ("hdl32", 24)):
+            sweep = _rescan(frame, index, lidar_profile_by_name(name))
+            far[name] += _far_object_points(frame, sweep)
+            # ground returns come from the beams below the horizon only (2.0 / 1.33 degrees apart)
+            ground = sweep.points[sweep.owner == -2]
+            elevation = np.degrees(np.arctan2(ground[:, 2], np.hypot(ground[:, 0], ground[:, 1])))
+            assert len(np.unique(np.round(elevation, 1))) <= beams_below_horizon
+    assert 0 < far["vlp16"] < far["hdl32"] < 0.6 * far["ideal"], far
+
+
+def test_glass_dropout_removes_only_car_window_returns(frames: list) -> None:
+    no_glass = _rescan(frames[0], 0, IDEAL)
+    glass = _rescan(frames[0], 0, replace(IDEAL, name="glass", glass_dropout=1.0))
+    kept = {tuple(p) for p in glass.points.tolist()}
+    assert kept <= {tuple(p) for p in no_glass.points.tolist()}  # same draws, returns on glass lost
+    lost = np.array([tuple(p) not in kept for p in no_glass.points.tolist()])
+    assert lost.sum() > 20
+    cars = {i for i, o in enumerate(frames[0].scene.objects) if o.kind in ("Car", "Van")}
+    assert set(no_glass.owner[lost].tolist()) <= cars
+    # windows are above the body: lost returns are in the upper part of their car
+    boxes = np.array([frames[0].scene.objects[o].box for o in no_glass.owner[lost]])
+    z = frames[0].calib.velo_to_project(no_glass.points[lost, :3].astype(np.float64))[:, 2]
+    assert np.all(z > boxes[:, 2] - 0.1 * boxes[:, 5])  # above the box's lower part (centre z - 10% h)
+
+
+def test_dark_paint_returns_less_with_albedo_weight(frames: list) -> None:
+    dim = replace(IDEAL, name="dim", albedo_weight=1.0, detection_range=40.0)
+    kept: dict[bool, list[float]] = {True: [], False: []}  # dark paint? -> per car, share of returns kept
+    for index, frame in enumerate(frames):
+        ideal, sparse = frame.scan, _rescan(frame, index, dim)
+        for source, obj in enumerate(frame.scene.objects):
+            if obj.kind != "Car" or (ideal.owner == source).sum() < 20:
+                continue
+            paint = frame.scene.materials.items[obj.parts[0].material].colour  # the body box's paint
+            luminance = float(np.dot(paint, [0.2126, 0.7152, 0.0722]))
+            if luminance < 0.1 or luminance > 0.3:
+                share = (sparse.owner == source).sum() / (ideal.owner == source).sum()
+                kept[luminance < 0.1].append(float(share))
+    assert kept[True] and kept[False], kept
+    assert np.mean(kept[True]) < np.mean(kept[False]) - 0.2, kept
+
+
 # ------------------------------------------------------------------------------------------- labels
 def test_label_2d_box_is_the_projected_3d_box(root: Path) -> None:
     for frame_id in IDS:
@@ -296,6 +390,8 @@ def test_truncation_is_the_share_of_the_2d_box_outside_the_image(root: Path) -> 
 def test_bad_arguments_are_clear_errors(tmp_path: Path, root: Path) -> None:
     with pytest.raises(InputError, match="unknown synthetic preset 'huge'"):
         generate_dataset(tmp_path / "x", frames=1, seed=0, preset="huge", progress=False)
+    with pytest.raises(InputError, match="unknown LiDAR profile 'hdl9' for data.synth.lidar"):
+        generate_dataset(tmp_path / "x", frames=1, seed=0, lidar="hdl9", progress=False)
     with pytest.raises(InputError, match="frames must be a positive integer"):
         generate_dataset(tmp_path / "x", frames=0, seed=0, progress=False)
     with pytest.raises(InputError, match="val_fraction"):
@@ -317,7 +413,9 @@ def test_cli_writes_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
     args = ["synth", "--out", str(out), "--frames", "1", "--seed", "5", "--workers", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "wrote 1 default frames" in result.output
+    assert "wrote 1 default frames (ideal LiDAR)" in result.output
+    bad_lidar = CliRunner().invoke(main, [*args[:-2], "--lidar", "hdl9"])
+    assert bad_lidar.exit_code == 2 and "'hdl9' is not one of 'ideal', 'vlp16', 'hdl32'" in bad_lidar.output
     for sub, name in (("image_2", "000000.png"), ("image_3", "000000.png"), ("velodyne", "000000.bin")):
         assert (out / "training" / sub / name).is_file()
     assert (out / "ImageSets" / "train.txt").read_text() == "000000\n"

@@ -7,7 +7,12 @@ from pathlib import Path
 import click
 
 from stereodistill.cli.options import progress_option
-from stereodistill.data.synth import PRESET_NAMES, generate_dataset
+from stereodistill.data.synth import (
+    DEFAULT_LIDAR_PROFILE_NAME,
+    LIDAR_PROFILE_NAMES,
+    PRESET_NAMES,
+    generate_dataset,
+)
 
 
 @click.command("synth")
@@ -30,6 +35,14 @@ from stereodistill.data.synth import PRESET_NAMES, generate_dataset
     help="default: CPU-sized (640x192, 32 beams, 45 m); kitti: KITTI's image size, intrinsics and 64 beams.",
 )
 @click.option(
+    "--lidar",
+    type=click.Choice(LIDAR_PROFILE_NAMES),
+    default=DEFAULT_LIDAR_PROFILE_NAME,
+    show_default=True,
+    help="LiDAR sensor profile (params data.synth.lidar): ideal: the preset's scanner with light noise; "
+    "vlp16 / hdl32: 16 / 32 beams, range noise, dropout on glass, dark paint and at range. Changes the scans only.",
+)
+@click.option(
     "--val-fraction",
     type=click.FloatRange(0.0, 1.0),
     default=0.5,
@@ -46,6 +59,7 @@ def synth(
     frames: int,
     seed: int,
     preset: str,
+    lidar: str,
     val_fraction: float,
     overwrite: bool,
     workers: int | None,
@@ -61,5 +75,6 @@ def synth(
         overwrite=overwrite,
         progress=progress,
         workers=workers,
+        lidar=lidar,
     )
-    click.echo(f"wrote {frames} {preset} frames to {out_dir}")
+    click.echo(f"wrote {frames} {preset} frames ({lidar} LiDAR) to {out_dir}")

@@ -13,6 +13,7 @@ class SynthSettings:
 
     out: str = "data/synthetic"
     preset: str = "default"  # default (CPU-sized) or kitti (KITTI resolution and range)
+    lidar: str = "ideal"  # LiDAR sensor profile (data/synth/sensors.py): ideal, vlp16 or hdl32
     frames: int = 160
     val_fraction: float = 0.5
     seed: int = 0

@@ -9,13 +9,23 @@ memory).
 from stereodistill.data.synth.dataset import generate_dataset
 from stereodistill.data.synth.frame import SynthFrame, generate_frame
 from stereodistill.data.synth.presets import DEFAULT_PRESET_NAME, PRESET_NAMES, SynthPreset, preset_by_name
+from stereodistill.data.synth.sensors import (
+    DEFAULT_LIDAR_PROFILE_NAME,
+    LIDAR_PROFILE_NAMES,
+    LidarProfile,
+    lidar_profile_by_name,
+)
 
 __all__ = [
+    "DEFAULT_LIDAR_PROFILE_NAME",
     "DEFAULT_PRESET_NAME",
+    "LIDAR_PROFILE_NAMES",
     "PRESET_NAMES",
+    "LidarProfile",
     "SynthFrame",
     "SynthPreset",
     "generate_dataset",
     "generate_frame",
+    "lidar_profile_by_name",
     "preset_by_name",
 ]

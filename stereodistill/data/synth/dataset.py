@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from stereodistill.data.synth.frame import generate_frame
 from stereodistill.data.synth.presets import preset_by_name
+from stereodistill.data.synth.sensors import DEFAULT_LIDAR_PROFILE_NAME, lidar_profile_by_name
 from stereodistill.data.synth.writer import (
     atomic_directory,
     make_layout,
@@ -21,10 +22,10 @@ from stereodistill.data.synth.writer import (
 from stereodistill.errors import InputError
 
 
-def _write_one(job: tuple[str, str, int, int]) -> int:
+def _write_one(job: tuple[str, str, str, int, int]) -> int:
     """Generate and write one frame (runs in a worker); returns its number of labels."""
-    root, preset_name, seed, index = job
-    frame = generate_frame(preset_by_name(preset_name), seed, index)
+    root, preset_name, lidar_name, seed, index = job
+    frame = generate_frame(preset_by_name(preset_name), seed, index, lidar_profile_by_name(lidar_name))
     write_frame(Path(root), index, frame)
     return len(frame.labels)
 
@@ -38,14 +39,17 @@ def generate_dataset(
     overwrite: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    lidar: str = DEFAULT_LIDAR_PROFILE_NAME,
 ) -> None:
     """Write ``frames`` synthetic frames in KITTI's object layout to ``out_dir`` (see :mod:`.writer`).
 
     Same arguments give byte-identical files: frame ``i`` depends only on ``(preset, seed, i)``. The output
     is built in a sibling temp directory and renamed into place at the end. ``workers`` defaults to
-    ``min(2, CPUs)`` processes (1 runs in this process).
+    ``min(2, CPUs)`` processes (1 runs in this process). ``lidar`` names the LiDAR sensor profile
+    (:mod:`.sensors`); it changes the Velodyne scans only.
     """
     preset_by_name(preset)  # validate before touching the disk
+    lidar_profile_by_name(lidar)
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise InputError(f"frames must be a positive integer, got {frames!r}")
     if not 0.0 <= val_fraction <= 1.0:
@@ -56,8 +60,8 @@ def generate_dataset(
     train, val = split_ids(frames, val_fraction, seed)
     with atomic_directory(out_dir, overwrite) as root:
         make_layout(root)
-        jobs = [(str(root), preset, seed, i) for i in range(frames)]
-        bar = tqdm(total=frames, desc=f"synth {preset}", unit="frame", disable=None if progress else True)
+        jobs = [(str(root), preset, lidar, seed, i) for i in range(frames)]
+        bar = tqdm(total=frames, desc=f"synth {preset}/{lidar}", unit="frame", disable=None if progress else True)
         try:
             if workers == 1:
                 for job in jobs:

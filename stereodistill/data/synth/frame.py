@@ -13,6 +13,7 @@ from stereodistill.data.synth.lidar import Scan, scan
 from stereodistill.data.synth.presets import SynthPreset
 from stereodistill.data.synth.render import render_view
 from stereodistill.data.synth.scene import Scene, sample_scene
+from stereodistill.data.synth.sensors import IDEAL, LidarProfile
 from stereodistill.geometry.calibration import Calibration
 
 
@@ -32,8 +33,11 @@ def frame_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=seed, spawn_key=(index,))
 
 
-def generate_frame(preset: SynthPreset, seed: int, index: int) -> SynthFrame:
-    """Frame ``index`` of the dataset with seed ``seed``; deterministic in ``(preset, seed, index)``."""
+def generate_frame(preset: SynthPreset, seed: int, index: int, lidar: LidarProfile = IDEAL) -> SynthFrame:
+    """Frame ``index`` of the dataset with seed ``seed``; deterministic in ``(preset, seed, index, lidar)``.
+
+    The LiDAR sensor profile ``lidar`` draws only from its own stream: it changes the sweep and nothing else
+    (calibration, scene, images and labels depend on ``(preset, seed, index)`` alone)."""
     calib_seq, scene_seq, camera_seq, lidar_seq = frame_seed(seed, index).spawn(4)
     calib = build_calibration(preset, np.random.default_rng(calib_seq))
     scene = sample_scene(preset, calib, np.random.default_rng(scene_seq))
@@ -41,6 +45,6 @@ def generate_frame(preset: SynthPreset, seed: int, index: int) -> SynthFrame:
     camera_rng = np.random.default_rng(camera_seq)
     left, left_hits = render_view(scene, prims, calib, 2, preset, camera_rng)
     right, _ = render_view(scene, prims, calib, 3, preset, camera_rng)
-    sweep = scan(scene, prims, calib, preset, np.random.default_rng(lidar_seq))
+    sweep = scan(scene, prims, calib, preset, np.random.default_rng(lidar_seq), lidar)
     labels, sources = annotate(scene, prims, left_hits, calib, preset)
     return SynthFrame(calib, scene, left, right, sweep, labels, sources)
