@@ -45,14 +45,17 @@ IDS = [f"{i:06d}" for i in range(FRAMES)]
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "synthetic"
-    generate_dataset(out, frames=FRAMES, seed=SEED, val_fraction=0.5, progress=False, workers=1)
+    generate_dataset(
+        out, frames=FRAMES, seed=SEED, val_fraction=0.5, progress=False, workers=1, lidar="ideal"
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def frames() -> list:
-    """The same frames in memory (with the generator's internals: scene, per-point owners)."""
-    return [generate_frame(PRESET, SEED, i) for i in range(FRAMES)]
+    """The same frames in memory (with the generator's internals: scene, per-point owners), ideal LiDAR: the
+    geometry tests below need its exact returns."""
+    return [generate_frame(PRESET, SEED, i, IDEAL) for i in range(FRAMES)]
 
 
 def _points(root: Path, frame_id: str) -> np.ndarray:
@@ -109,7 +112,7 @@ def test_files_equal_in_memory_frames(root: Path, frames: list) -> None:
 def test_same_seed_same_bytes_and_frames_are_independent(root: Path, tmp_path: Path) -> None:
     # Two frames instead of three, two processes instead of one: frames 0 and 1 must not change.
     again = tmp_path / "again"
-    generate_dataset(again, frames=2, seed=SEED, progress=False, workers=2)
+    generate_dataset(again, frames=2, seed=SEED, progress=False, workers=2, lidar="ideal")
     for sub in ("image_2", "image_3", "velodyne", "calib", "label_2"):
         for path in sorted((again / "training" / sub).iterdir()):
             assert path.read_bytes() == (root / "training" / sub / path.name).read_bytes(), path
@@ -413,7 +416,7 @@ def test_cli_writes_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
     args = ["synth", "--out", str(out), "--frames", "1", "--seed", "5", "--workers", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "wrote 1 default frames (ideal LiDAR)" in result.output
+    assert "wrote 1 default frames (hdl32 LiDAR)" in result.output  # params.yaml's default sensor
     bad_lidar = CliRunner().invoke(main, [*args[:-2], "--lidar", "hdl9"])
     assert bad_lidar.exit_code == 2 and "'hdl9' is not one of 'ideal', 'vlp16', 'hdl32'" in bad_lidar.output
     for sub, name in (("image_2", "000000.png"), ("image_3", "000000.png"), ("velodyne", "000000.bin")):

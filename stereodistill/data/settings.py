@@ -13,7 +13,7 @@ class SynthSettings:
 
     out: str = "data/synthetic"
     preset: str = "default"  # default (CPU-sized) or kitti (KITTI resolution and range)
-    lidar: str = "ideal"  # LiDAR sensor profile (data/synth/sensors.py): ideal, vlp16 or hdl32
+    lidar: str = "hdl32"  # LiDAR sensor profile (data/synth/sensors.py): hdl32, vlp16 or ideal
     frames: int = 160
     val_fraction: float = 0.5
     seed: int = 0

@@ -13,7 +13,7 @@ from stereodistill.data.synth.lidar import Scan, scan
 from stereodistill.data.synth.presets import SynthPreset
 from stereodistill.data.synth.render import render_view
 from stereodistill.data.synth.scene import Scene, sample_scene
-from stereodistill.data.synth.sensors import IDEAL, LidarProfile
+from stereodistill.data.synth.sensors import DEFAULT_LIDAR_PROFILE, LidarProfile
 from stereodistill.geometry.calibration import Calibration
 
 
@@ -33,7 +33,7 @@ def frame_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=seed, spawn_key=(index,))
 
 
-def generate_frame(preset: SynthPreset, seed: int, index: int, lidar: LidarProfile = IDEAL) -> SynthFrame:
+def generate_frame(preset: SynthPreset, seed: int, index: int, lidar: LidarProfile = DEFAULT_LIDAR_PROFILE) -> SynthFrame:
     """Frame ``index`` of the dataset with seed ``seed``; deterministic in ``(preset, seed, index, lidar)``.
 
     The LiDAR sensor profile ``lidar`` draws only from its own stream: it changes the sweep and nothing else

@@ -79,7 +79,8 @@ HDL32 = LidarProfile(
 
 LIDAR_PROFILES: dict[str, LidarProfile] = {p.name: p for p in (IDEAL, VLP16, HDL32)}
 LIDAR_PROFILE_NAMES: tuple[str, ...] = tuple(LIDAR_PROFILES)
-DEFAULT_LIDAR_PROFILE_NAME = "ideal"
+DEFAULT_LIDAR_PROFILE_NAME = "hdl32"
+DEFAULT_LIDAR_PROFILE = LIDAR_PROFILES[DEFAULT_LIDAR_PROFILE_NAME]
 
 
 def lidar_profile_by_name(name: str) -> LidarProfile:
