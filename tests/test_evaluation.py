@@ -627,6 +627,18 @@ def test_cli_prints_table_and_writes_json(label_dirs, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["kitti.json"]  # no temporary left behind
 
 
+def test_cli_warns_about_frames_without_results(label_dirs, tmp_path):
+    gt_dir, pred_dir = label_dirs  # frame 000002 has no results file
+    run = CliRunner().invoke(evaluate, ["--gt-dir", str(gt_dir), "--pred-dir", str(pred_dir)])
+    assert run.exit_code == 0
+    assert "1 of 3 frames have no results file" in run.stderr and "000002.txt" in run.stderr
+    frames_file = tmp_path / "predicted.txt"
+    frames_file.write_text("000000\n000001\n")
+    args = ["--gt-dir", str(gt_dir), "--pred-dir", str(pred_dir), "--frames", str(frames_file)]
+    quiet = CliRunner().invoke(evaluate, args)
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
 def test_cli_frames_file_and_classes(label_dirs, tmp_path):
     gt_dir, pred_dir = label_dirs
     frames_file = tmp_path / "val.txt"

@@ -70,13 +70,29 @@ def evaluate(
     gt_dir: Path, pred_dir: Path, classes: tuple[str, ...], frames_file: Path | None, json_path: Path | None
 ) -> None:
     """Evaluate detections with the official KITTI protocol: 2D/BEV/3D/AOS AP, easy/moderate/hard, R11 and R40."""
+    frame_ids = _read_frame_list(frames_file)
+    _warn_missing_results(gt_dir, pred_dir, frame_ids)
     try:
-        evaluation = evaluate_folders(gt_dir, pred_dir, classes, frame_ids=_read_frame_list(frames_file))
+        evaluation = evaluate_folders(gt_dir, pred_dir, classes, frame_ids=frame_ids)
     except StereoDistillError as error:
         raise click.ClickException(str(error)) from error
     click.echo(format_table(evaluation))
     if json_path is not None:
         write_json_atomic(json_path, evaluation)
+
+
+def _warn_missing_results(gt_dir: Path, pred_dir: Path, frame_ids: list[str] | None) -> None:
+    """Warn on stderr when frames to be scored have no results file: they count as frames without detections,
+    as KITTI's protocol says, but the usual cause is scoring predictions of one split against all the labels."""
+    frames = frame_ids if frame_ids is not None else sorted(p.stem for p in gt_dir.glob("*.txt"))
+    missing = [f for f in frames if not (pred_dir / f"{f}.txt").exists()]
+    if missing and pred_dir.is_dir():
+        click.echo(
+            f"warning: {len(missing)} of {len(frames)} frames have no results file in {pred_dir} (first: "
+            f"{missing[0]}.txt); they are scored as frames without detections. Pass --frames to score only "
+            "the frames that were predicted.",
+            err=True,
+        )
 
 
 def _parse_edges(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
