@@ -33,7 +33,8 @@ SMALL = TeacherConfig(
     bev_upsample_channels=32,
 )
 ARRAYS = ("frame_id", "cls_logits", "covered_count", "covered_index", "covered_kind", "boxes", "dir_logits")
-ARRAYS += ("score_floor_reached", "shard_complete")
+ARRAYS += ("score_floor_reached", "shard_complete", "feature_count", "feature_cell", "bev_features")
+ARRAYS += ("bev_feature_abs_sum",)
 SETTINGS = CacheSettings(frames_per_shard=2, batch_size=2, coverage=CoverageSettings(capacity=4096))
 
 # Points of the split's frames, for the teacher's batch-norm statistics; filled by build_teacher_cache.

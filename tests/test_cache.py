@@ -35,6 +35,7 @@ from stereodistill.errors import InputError, StereoDistillError
 from stereodistill.geometry.views import boxes_in_view, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
+from stereodistill.head.cells import cells_in_boxes
 from stereodistill.params import parse_params
 from stereodistill.settings import to_dict
 from stereodistill.teacher.model import SecondTeacher
@@ -90,6 +91,71 @@ def test_hflip_view_is_the_teacher_on_mirrored_points(setup):
     assert (cached.cls_logits - out.cls[0]).abs().max() <= 0.01
     identity = cache.read(i, "identity")
     assert (identity.cls_logits - cached.cls_logits).abs().max() > 0.1  # the views really differ
+
+
+def test_bev_features_are_the_teachers_at_the_in_box_cells_of_each_view(setup):
+    """Both views, cell for cell: the cached features equal the teacher's BEV map on the (mirrored) points at the
+    cells whose centre lies in a GT box of that view, within float16 rounding."""
+    grid = setup["grid"]
+    model = _teacher(grid)
+    split = PreparedSplit(setup["split"])
+    cache = TeacherCache(setup["params"]["cache"]["store"])
+    assert cache.feature_maps == ("bev",) and cache.feature_channels() == model.bev.out_channels
+    for i in range(len(split)):
+        labels = split.labels(i)
+        gt = ground_truth_from_labels(labels.types.tolist(), labels.boxes, grid)
+        points = split.read_points(i)
+        for view, cloud in (("identity", points), ("hflip", mirror_points(points))):
+            with torch.no_grad():
+                bev = model.features([torch.from_numpy(cloud)])[0].flatten(1)  # (Cb, ny * nx)
+            boxes = torch.from_numpy(boxes_in_view(gt.boxes.numpy(), view))
+            inside = torch.nonzero(cells_in_boxes(grid, [boxes])[0]).squeeze(1)
+            cached = cache.read_features(i, view)
+            assert inside.numel() > 20
+            torch.testing.assert_close(cached.cell, inside, rtol=0, atol=0)
+            expected = bev[:, inside].T
+            assert cached.bev.dtype == torch.float32 and cached.bev.shape == expected.shape
+            assert expected.abs().max() > 0.1  # real features, not a zero map
+            torch.testing.assert_close(cached.bev, expected, rtol=2**-10, atol=1e-4)  # float16 rounding
+    identity, hflip = cache.read_features(1, "identity"), cache.read_features(1, "hflip")
+    assert not torch.equal(identity.cell, hflip.cell)  # the views really differ
+
+
+def test_feature_scale_is_the_mean_absolute_feature_over_every_stored_cell(setup):
+    cache = TeacherCache(setup["params"]["cache"]["store"])
+    stored = [cache.read_features(i, view).bev for i in range(len(cache)) for view in cache.views]
+    expected = torch.cat(stored).double().abs().mean(dim=0).float()
+    torch.testing.assert_close(cache.feature_scale(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_store_without_features_says_which_param_to_set(setup, tmp_path):
+    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params["cache"]["store"] = str(tmp_path / "plain.zarr")
+    params["cache"]["features"] = []
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    cache_teacher_from_params(parse_params(params, path), progress=False)
+    assert "feature_cell" not in zarr.open_group(tmp_path / "plain.zarr", mode="r")
+    cache = TeacherCache(tmp_path / "plain.zarr")
+    assert cache.feature_maps == ()
+    with pytest.raises(InputError, match=r"cache\.features"):
+        cache.read_features(0)
+    torch.testing.assert_close(
+        cache.read(1, "hflip").cls_logits,
+        TeacherCache(setup["params"]["cache"]["store"]).read(1, "hflip").cls_logits,
+    )
+
+
+def test_feature_capacity_too_small_is_an_error_naming_the_frame_and_param(setup, tmp_path):
+    model = _teacher(setup["grid"])
+    split = PreparedSplit(setup["split"])
+    settings = dataclasses.replace(SETTINGS, feature_capacity=3)
+    with pytest.raises(
+        InputError, match=r"frame \S+ view identity: \d+ in-box cells exceed cache\.feature_capacity 3"
+    ):
+        write_cache(
+            model, split, tmp_path / "small.zarr", settings, _identity(setup["grid"], settings, split), CPU
+        )
 
 
 def test_coverage_holds_every_assigner_positive_in_both_views(setup):
@@ -395,8 +461,26 @@ def test_cli_info_and_verify(setup, tmp_path, run_cli):
     assert info["frames"] == 4 and info["views"] == ["identity", "hflip"]
     assert info["coverage"]["iou_floor"] == 0.3 and info["bytes_on_disk"] > 0
     assert info["quantisation"]["logits"]["dtype"] == "int16"
+    features = info["features"]
+    assert features["maps"] == ["bev"] and features["bev_channels"] == SMALL.bev_upsample_channels * 2
+    assert 0 < features["bytes_per_frame_view"] < features["dense_float32_bytes_per_frame_view"]
+    assert 0 < features["cells_per_frame_view"]["mean"] <= features["cells_per_frame_view"]["max"]
     result = run_cli("cache", "verify", store)
     assert result.exit_code == 0 and "ok" in result.output
+
+    root = zarr.open_group(store, mode="r+", use_consolidated=False)
+    values = root["bev_features"][2:4]
+    values[1, 1, 0, 0] += 1.0  # a feature that no longer matches its frame's sum of |x|
+    root["bev_features"][2:4] = values
+    cells = root["feature_cell"][0:2]
+    cells[0, 0, [0, 1]] = cells[0, 0, [1, 0]]  # cells out of order
+    root["feature_cell"][0:2] = cells
+    result = run_cli("cache", "verify", store)
+    assert result.exit_code == 1
+    assert "frame 0 view identity: feature_cell not ascending" in result.output
+    assert "frame 3 view hflip: bev_feature_abs_sum does not match bev_features" in result.output
+    shutil.rmtree(store)
+    shutil.copytree(setup["params"]["cache"]["store"], store)
 
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     boxes = root["boxes"][0:2]
@@ -435,6 +519,9 @@ def test_the_documented_plain_zarr_snippet_reads_a_frame(setup):
     np.testing.assert_array_equal(namespace["logits"], cached.cls_logits.numpy())
     np.testing.assert_array_equal(namespace["anchors"], cached.covered_index.numpy())
     np.testing.assert_array_equal(namespace["boxes"], cached.boxes.numpy())
+    features = TeacherCache(setup["params"]["cache"]["store"]).read_features(1, "hflip")
+    np.testing.assert_array_equal(namespace["cell"], features.cell.numpy())
+    np.testing.assert_array_equal(namespace["features"], features.bev.numpy())
 
 
 def test_a_local_rank_beyond_the_visible_gpus_is_refused_before_any_work(monkeypatch):

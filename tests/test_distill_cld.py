@@ -14,10 +14,10 @@ from stereodistill.distill.cld import (
     all_cells,
     cell_kl,
     cell_logits,
-    cells_in_boxes,
     cld_loss,
     confident_cells,
 )
+from stereodistill.head.cells import cells_in_boxes
 
 LN3 = math.log(3.0)
 

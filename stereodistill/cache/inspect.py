@@ -8,10 +8,18 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stereodistill.cache.schema import LOGIT_FILL, PER_FRAME_ARRAYS, num_shards
+from stereodistill.cache.schema import (
+    FEATURE_PER_FRAME_ARRAYS,
+    FEATURE_PER_SHARD_ARRAYS,
+    LOGIT_FILL,
+    PER_FRAME_ARRAYS,
+    num_shards,
+)
 from stereodistill.cache.store import bytes_on_disk
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
+
+FEATURE_ARRAYS = (*FEATURE_PER_FRAME_ARRAYS, *FEATURE_PER_SHARD_ARRAYS)
 
 
 def _open(path: str | Path) -> zarr.Group:
@@ -42,6 +50,7 @@ def cache_info(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "schema_version": identity["schema_version"],
+        "features": _features_info(Path(path), root, identity, grid, frames_done * views),
         "frames": f,
         "views": identity["views"],
         "grid": {
@@ -74,6 +83,32 @@ def cache_info(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _features_info(
+    path: Path, root: zarr.Group, identity: dict[str, Any], grid: AnchorGrid, written: int
+) -> dict[str, Any]:
+    """What the store holds of the teacher's features: maps, capacity, cells per frame/view, bytes."""
+    features = identity.get("features", {})
+    maps = list(features.get("maps", []))
+    if "bev" not in maps:
+        return {"maps": maps}
+    counts = root["feature_count"][:]
+    cells = counts[counts >= 0]
+    channels = int(root["bev_features"].shape[-1])
+    stored = sum(bytes_on_disk(path / name) for name in FEATURE_ARRAYS)
+    return {
+        "maps": maps,
+        "dtype": features["dtype"],
+        "capacity": features["capacity"],
+        "bev_channels": channels,
+        "cells_per_frame_view": {
+            "mean": round(float(cells.mean()), 1) if cells.size else None,
+            "max": int(cells.max()) if cells.size else None,
+        },
+        "bytes_per_frame_view": stored / max(1, written),
+        "dense_float32_bytes_per_frame_view": grid.ny * grid.nx * channels * 4,
+    }
+
+
 def verify_cache(path: str | Path) -> list[str]:
     """Every problem found (empty when the store is sound): completeness, NaN/inf, fills, attribute consistency."""
     problems: list[str] = []
@@ -102,6 +137,19 @@ def verify_cache(path: str | Path) -> list[str]:
         "score_floor_reached": (f, v),
         "shard_complete": (num_shards(f, s),),
     }
+    features = "bev" in identity.get("features", {}).get("maps", [])
+    if features:
+        try:
+            kf = int(identity["features"]["capacity"])
+            cb = int(root["bev_features"].shape[-1])
+        except (KeyError, TypeError, ValueError) as err:
+            return [f"features: {err} is missing or malformed"]
+        expected |= {
+            "feature_count": (f, v),
+            "feature_cell": (f, v, kf),
+            "bev_features": (f, v, kf, cb),
+            "bev_feature_abs_sum": (f, v, cb),
+        }
     arrays = {}
     for name, shape in expected.items():
         try:
@@ -118,7 +166,8 @@ def verify_cache(path: str | Path) -> list[str]:
     if root.attrs.get("views") != views:
         problems.append(f"attribute views {root.attrs.get('views')} != identity views {views}")
     small = {}
-    for name in ("frame_id", "shard_complete", "covered_count", "score_floor_reached"):
+    names = ["frame_id", "shard_complete", "covered_count", "score_floor_reached"]
+    for name in names + (["feature_count", "bev_feature_abs_sum"] if features else []):
         try:
             small[name] = arrays[name][:]
         except Exception as err:  # a damaged file: zarr/numcodecs raise various types
@@ -140,7 +189,7 @@ def verify_cache(path: str | Path) -> list[str]:
         frames = slice(shard * s, min((shard + 1) * s, f))
         where = f"shard {shard} (frames {frames.start}..{frames.stop - 1})"
         block, unreadable = {}, []
-        for name in PER_FRAME_ARRAYS:
+        for name in PER_FRAME_ARRAYS + (FEATURE_PER_FRAME_ARRAYS if features else ()):
             try:
                 block[name] = arrays[name][frames]
             except Exception as err:  # a damaged shard file: zarr/numcodecs raise various types
@@ -172,7 +221,38 @@ def verify_cache(path: str | Path) -> list[str]:
                     problems.append(f"{name}: dir_logits has unwritten (fill) values")
                 if m and (block["covered_kind"][fi, vi, :m] == 0).any():
                     problems.append(f"{name}: covered_kind is 0 for a covered anchor")
+                if features:
+                    problems += _feature_problems(
+                        name,
+                        block["feature_cell"][fi, vi],
+                        block["bev_features"][fi, vi],
+                        int(small["feature_count"][frames.start + fi, vi]),
+                        small["bev_feature_abs_sum"][frames.start + fi, vi],
+                        grid.ny * grid.nx,
+                    )
     floors = small["score_floor_reached"]
     if done.size and np.all(done == 1) and not np.isfinite(floors).all():
         problems.append("score_floor_reached has NaN or inf")
+    return problems
+
+
+def _feature_problems(
+    name: str, cell: np.ndarray, values: np.ndarray, count: int, abs_sum: np.ndarray, num_cells: int
+) -> list[str]:
+    """What is wrong with one frame/view's feature arrays: counts, cell order, padding, finiteness, the sums."""
+    if not 0 <= count <= cell.shape[0]:
+        return [f"{name}: feature_count {count} outside 0..{cell.shape[0]}"]
+    problems = []
+    if count and (
+        (cell[:count] < 0).any() or (cell[:count] >= num_cells).any() or (np.diff(cell[:count]) <= 0).any()
+    ):
+        problems.append(f"{name}: feature_cell not ascending within 0..{num_cells - 1}")
+    if (cell[count:] != -1).any():
+        problems.append(f"{name}: feature_cell padding is not -1")
+    if not np.isfinite(values[:count]).all():
+        problems.append(f"{name}: bev_features contain NaN or inf")
+    elif not np.allclose(
+        np.abs(values[:count].astype(np.float64)).sum(axis=0), abs_sum, rtol=1e-4, atol=1e-3
+    ):
+        problems.append(f"{name}: bev_feature_abs_sum does not match bev_features")
     return problems

@@ -44,6 +44,20 @@ class CachedFrame:
     score_floor_reached: float
 
 
+@dataclass(frozen=True)
+class CachedFeatures:
+    """The teacher's BEV features for one frame and view at its ``M`` in-box cells (``cache.features: [bev]``).
+
+    ``cell (M,)`` long, ascending BEV cell indices ``iy * nx + ix``; ``bev (M, Cb)`` float32 (stored as float16):
+    the teacher's BEV feature map (the input of its anchor head) at those cells, in the scene as ``view`` sees it.
+    """
+
+    frame_id: str
+    view: str
+    cell: Tensor
+    bev: Tensor
+
+
 class TeacherCache:
     """A teacher cache store opened for reading. ``TeacherCache(path)`` checks nothing until first use."""
 
@@ -91,6 +105,11 @@ class TeacherCache:
             }
             self._floors = root["score_floor_reached"][:]
             self._counts = root["covered_count"][:]
+            if "bev" in self._feature_maps(identity):
+                self._arrays.update({name: root[name] for name in ("feature_cell", "bev_features")})
+                self._feature_counts = root["feature_count"][:]
+                grid = AnchorGrid.from_dict(identity["grid"], self.path)
+                self._num_cells = grid.ny * grid.nx
             self._root, self._pid = root, os.getpid()
         return self._root
 
@@ -114,6 +133,47 @@ class TeacherCache:
 
     def __len__(self) -> int:
         return len(self.frame_ids)
+
+    @staticmethod
+    def _feature_maps(identity: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(identity.get("features", {}).get("maps", ()))
+
+    @property
+    def feature_maps(self) -> tuple[str, ...]:
+        """The teacher feature maps the store holds: ``()`` or ``("bev",)`` (``cache.features``)."""
+        return self._feature_maps(self.identity)
+
+    def _require_bev(self) -> None:
+        if "bev" not in self.feature_maps:
+            raise InputError(
+                "the cache holds no teacher BEV features (cache.features is []); set cache.features: [bev] and "
+                "rerun `stereodistill cache-teacher`",
+                self.path,
+            )
+
+    def feature_channels(self) -> int:
+        """``Cb``, the teacher's BEV feature channels."""
+        self._require_bev()
+        return int(self._arrays["bev_features"].shape[-1])
+
+    def feature_scale(self) -> Tensor:
+        """``(Cb,)`` float32: per channel, the mean ``|feature|`` over every stored cell of every frame and view.
+
+        LIGA normalises the teacher's features per channel by a running mean of ``|x|`` over the in-box cells it
+        meets during training; over a fixed cache that mean has one value, this one.
+        """
+        self._require_bev()
+        sums = self._group()["bev_feature_abs_sum"][:].astype(np.float64)
+        counts = self._feature_counts.astype(np.float64)
+        if (counts < 0).any() or not np.isfinite(sums).all():
+            raise InputError(
+                "bev_feature_abs_sum / feature_count hold unwritten values (incomplete cache)", self.path
+            )
+        total = counts.sum()
+        if total == 0:
+            raise InputError("the cache holds no in-box cells: no feature scale", self.path)
+        scale = sums.reshape(-1, sums.shape[-1]).sum(axis=0) / total
+        return torch.from_numpy(np.maximum(scale, 1e-6).astype(np.float32))
 
     # ------------------------------------------------------------------ checking a consumer's needs
     def validate(
@@ -184,17 +244,8 @@ class TeacherCache:
 
     def read(self, frame: int | str, view: str = IDENTITY) -> CachedFrame:
         """The cached teacher answer for ``frame`` (index or id) seen through ``view``."""
-        self._group()
-        i = self.frame_index(frame)
-        views = self._meta["views"]  # type: ignore[index]
-        if view not in views:
-            raise InputError(f"view {view!r} is not in the teacher cache (it holds {views})", self.path)
-        v = views.index(view)
-        shard = i // int(self.identity["frames_per_shard"])
-        if not self._meta["shard_complete"][shard]:  # type: ignore[index]
-            raise InputError(f"frame {self.frame_ids[i]} has not been written (incomplete cache)", self.path)
+        i, v, where = self._locate(frame, view)
         step = float(self.identity["quantisation"]["logits"]["step"])
-        where = f"frame {self.frame_ids[i]} view {view}"
         count = int(self._counts[i, v])
         capacity = int(self.identity["coverage"]["capacity"])
         if not 0 <= count <= capacity:
@@ -229,6 +280,43 @@ class TeacherCache:
             covered_kind=torch.from_numpy(kind),
             score_floor_reached=floor,
         )
+
+    def read_features(self, frame: int | str, view: str = IDENTITY) -> CachedFeatures:
+        """The teacher's BEV features at the in-box cells of ``frame`` (index or id) seen through ``view``."""
+        self._require_bev()
+        i, v, where = self._locate(frame, view)
+        count = int(self._feature_counts[i, v])
+        capacity = int(self.identity["features"]["capacity"])
+        if not 0 <= count <= capacity:
+            raise InputError(
+                f"{where}: feature_count {count} is outside 0..{capacity} (damaged cache)", self.path
+            )
+        cell = self._read_block("feature_cell", (i, v, slice(0, count)), where)
+        values = self._read_block("bev_features", (i, v, slice(0, count)), where)
+        if count and (cell.min() < 0 or cell.max() >= self._num_cells or (np.diff(cell) <= 0).any()):
+            raise InputError(
+                f"{where}: feature_cell is not ascending within the grid (damaged cache)", self.path
+            )
+        if not np.isfinite(values).all():
+            raise InputError(f"{where}: bev_features contain NaN or inf (damaged cache)", self.path)
+        return CachedFeatures(
+            frame_id=self.frame_ids[i],
+            view=view,
+            cell=torch.from_numpy(cell.astype(np.int64)),
+            bev=torch.from_numpy(values.astype(np.float32)),
+        )
+
+    def _locate(self, frame: int | str, view: str) -> tuple[int, int, str]:
+        """Frame index, view index and ``"frame F view V"`` of a written frame; errors name what is missing."""
+        self._group()
+        i = self.frame_index(frame)
+        views = self._meta["views"]  # type: ignore[index]
+        if view not in views:
+            raise InputError(f"view {view!r} is not in the teacher cache (it holds {views})", self.path)
+        shard = i // int(self.identity["frames_per_shard"])
+        if not self._meta["shard_complete"][shard]:  # type: ignore[index]
+            raise InputError(f"frame {self.frame_ids[i]} has not been written (incomplete cache)", self.path)
+        return i, views.index(view), f"frame {self.frame_ids[i]} view {view}"
 
     def _read_block(self, name: str, key: tuple[int | slice, ...], where: str) -> np.ndarray:
         """``array[key]``, or an ``InputError`` naming the frame, view and array when its bytes do not decode."""

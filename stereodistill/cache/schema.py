@@ -13,6 +13,15 @@ covered-anchor capacity per frame and view, ``S`` frames per shard::
     score_floor_reached (F, V)        float32  every anchor whose max sigmoid score is >= this is covered
     shard_complete      (F / S,)      uint8    1 once every array of the shard has been written
 
+With ``cache.features: [bev]`` (``Kf`` feature capacity, ``Cb`` the teacher's BEV channels) the store also holds the
+teacher's BEV features at the frame's in-box cells (cell centre inside a GT box of the view, LIGA's imitation
+region; cell ``iy * nx + ix``)::
+
+    feature_count       (F, V)        int32    how many in-box cells the frame/view has (<= Kf)
+    feature_cell        (F, V, Kf)    int32    their BEV cell indices, ascending, padded with -1
+    bev_features        (F, V, Kf, Cb) float16 the teacher's BEV feature map at each cell, padded with 0
+    bev_feature_abs_sum (F, V, Cb)    float32  per channel, the sum of |feature| over the frame/view's cells
+
 Per-frame arrays are sharded ``(S, V, ...)`` with one inner chunk per frame and view, so each shard is one file
 that exactly one writer fills in one call.
 """
@@ -31,7 +40,7 @@ from stereodistill.errors import InputError
 from stereodistill.geometry.views import HFLIP, IDENTITY, KNOWN_VIEWS
 from stereodistill.settings import fail
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional teacher feature arrays (cache.features)
 
 # Bits of covered_kind.
 KIND_IOU = 1  # nearest-axis BEV IoU with a GT box of the anchor's class >= iou_floor
@@ -46,6 +55,10 @@ BOX_DTYPE = "float32"
 
 PER_FRAME_ARRAYS = ("cls_logits", "covered_index", "covered_kind", "boxes", "dir_logits")
 PER_SHARD_ARRAYS = ("covered_count", "score_floor_reached")
+FEATURE_MAPS = ("bev",)  # teacher feature maps the cache can hold (cache.features)
+FEATURE_DTYPE = "float16"
+FEATURE_PER_FRAME_ARRAYS = ("feature_cell", "bev_features")
+FEATURE_PER_SHARD_ARRAYS = ("feature_count", "bev_feature_abs_sum")
 CODECS = ("blosc-zstd-bitshuffle", "zstd", "none")
 
 
@@ -79,8 +92,18 @@ class CacheSettings:
     codec: str = "blosc-zstd-bitshuffle"
     codec_level: int = 3
     coverage: CoverageSettings = CoverageSettings()
+    features: tuple[str, ...] = FEATURE_MAPS
+    feature_capacity: int = 2048
 
     def __post_init__(self) -> None:
+        bad = [name for name in self.features if name not in FEATURE_MAPS]
+        if bad or len(set(self.features)) != len(self.features):
+            fail(
+                "features",
+                f"expected distinct names from {list(FEATURE_MAPS)} (or []), got {list(self.features)}",
+            )
+        if self.feature_capacity < 1:
+            fail("feature_capacity", f"expected a positive integer, got {self.feature_capacity!r}")
         if not self.views or len(set(self.views)) != len(self.views):
             fail("views", f"expected distinct views, got {list(self.views)}")
         for view in self.views:
@@ -110,6 +133,11 @@ class CacheSettings:
                 "capacity": self.coverage.capacity,
             },
             "codec": {"name": self.codec, "level": self.codec_level},
+            "features": {
+                "maps": list(self.features),
+                "dtype": FEATURE_DTYPE,
+                "capacity": self.feature_capacity,
+            },
             # Frames are grouped into forward batches of this size within a shard; kept so a resumed run
             # batches exactly as the first did (float results may depend on the batch).
             "batch_size": self.batch_size,
@@ -138,9 +166,26 @@ def check_views_supported(
             )
 
 
-def empty_block(frames: int, views: int, anchors: int, classes: int, capacity: int) -> dict[str, np.ndarray]:
-    """Host buffers for ``frames`` frames, filled with each array's fill value."""
-    return {
+def empty_block(
+    frames: int,
+    views: int,
+    anchors: int,
+    classes: int,
+    capacity: int,
+    feature_capacity: int = 0,
+    bev_channels: int = 0,
+) -> dict[str, np.ndarray]:
+    """Host buffers for ``frames`` frames, filled with each array's fill value (the feature arrays only when
+    ``bev_channels > 0``)."""
+    features = {}
+    if bev_channels:
+        features = {
+            "feature_cell": np.full((frames, views, feature_capacity), INDEX_FILL, np.int32),
+            "bev_features": np.zeros((frames, views, feature_capacity, bev_channels), np.float16),
+            "feature_count": np.full((frames, views), -1, np.int32),
+            "bev_feature_abs_sum": np.full((frames, views, bev_channels), np.nan, np.float32),
+        }
+    return features | {
         "cls_logits": np.full((frames, views, anchors, classes), LOGIT_FILL, np.int16),
         "covered_index": np.full((frames, views, capacity), INDEX_FILL, np.int32),
         "covered_kind": np.zeros((frames, views, capacity), np.uint8),

@@ -15,6 +15,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
 from stereodistill.cache.schema import (
+    FEATURE_DTYPE,
     INDEX_FILL,
     LOGIT_FILL,
     SCHEMA_VERSION,
@@ -101,8 +102,11 @@ def create_store(
     frame_ids: Sequence[str],
     grid: AnchorGrid,
     settings: CacheSettings,
+    bev_channels: int = 0,
 ) -> zarr.Group:
     """A new, empty store at ``path`` (replacing anything there) with every array preallocated.
+
+    ``bev_channels``: the teacher's BEV feature channels, needed when ``settings.features`` holds ``bev``.
 
     Built as ``PATH.creating`` and renamed into place, so a writer killed while creating leaves no half-made
     store at ``path`` (the next run starts over).
@@ -146,17 +150,28 @@ def create_store(
     per_frame("covered_kind", (k,), "uint8", 0, ("slot",))
     per_frame("boxes", (k, 7), "float32", float("nan"), ("slot", "component"))
     per_frame("dir_logits", (k, 2), "int16", LOGIT_FILL, ("slot", "bin"))
-    for name, dtype, fill in (
-        ("covered_count", "int32", -1),
-        ("score_floor_reached", "float32", float("nan")),
-    ):
+    per_shard = [
+        ("covered_count", (), "int32", -1, ()),
+        ("score_floor_reached", (), "float32", float("nan"), ()),
+    ]
+    if "bev" in settings.features:
+        if bev_channels < 1:
+            raise ValueError("cache.features holds bev: create_store needs the teacher's bev_channels")
+        kf = settings.feature_capacity
+        per_frame("feature_cell", (kf,), "int32", INDEX_FILL, ("cell_slot",))
+        per_frame("bev_features", (kf, bev_channels), FEATURE_DTYPE, 0.0, ("cell_slot", "channel"))
+        per_shard += [
+            ("feature_count", (), "int32", -1, ()),
+            ("bev_feature_abs_sum", (bev_channels,), "float32", float("nan"), ("channel",)),
+        ]
+    for name, tail, dtype, fill, dims in per_shard:
         root.create_array(
             name,
-            shape=(f, v),
+            shape=(f, v, *tail),
             dtype=dtype,
-            chunks=(s, v),
+            chunks=(s, v, *tail),
             fill_value=fill,
-            dimension_names=("frame", "view"),
+            dimension_names=("frame", "view", *dims),
             **common,
         )
     root.create_array(
@@ -175,6 +190,7 @@ def create_store(
             "views": list(settings.views),
             "class_names": list(grid.class_names),
             "box_components": ["x", "y", "z", "l", "w", "h", "heading"],
+            "features": list(settings.features),
             "complete": False,
         }
     )

@@ -29,8 +29,10 @@ from stereodistill.cache.coverage import CoverageRule
 from stereodistill.cache.lock import StoreLock
 from stereodistill.cache.quantize import quantise_logits
 from stereodistill.cache.ranks import Ranks
-from stereodistill.cache.reader import CachedFrame
+from stereodistill.cache.reader import CachedFeatures, CachedFrame
 from stereodistill.cache.schema import (
+    FEATURE_PER_FRAME_ARRAYS,
+    FEATURE_PER_SHARD_ARRAYS,
     PER_FRAME_ARRAYS,
     PER_SHARD_ARRAYS,
     CacheSettings,
@@ -47,6 +49,7 @@ from stereodistill.head.anchor_head import HeadOutput
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import ground_truth_from_labels
 from stereodistill.head.box_coder import apply_direction, decode_boxes
+from stereodistill.head.cells import cells_in_boxes
 from stereodistill.teacher.model import SecondTeacher
 
 
@@ -69,9 +72,12 @@ class CacheRunStats:
 class _ShardWriter(threading.Thread):
     """Writes queued shard blocks in order; the first error is kept and re-raised by :meth:`finish`."""
 
-    def __init__(self, root: zarr.Group) -> None:
+    def __init__(self, root: zarr.Group, features: bool) -> None:
         super().__init__(name="teacher-cache-writer", daemon=True)
-        self.arrays = {name: root[name] for name in (*PER_FRAME_ARRAYS, *PER_SHARD_ARRAYS, "shard_complete")}
+        names = [*PER_FRAME_ARRAYS, *PER_SHARD_ARRAYS, "shard_complete"]
+        if features:
+            names += [*FEATURE_PER_FRAME_ARRAYS, *FEATURE_PER_SHARD_ARRAYS]
+        self.arrays = {name: root[name] for name in names}
         self.queue: queue.Queue[tuple[int, range, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
 
@@ -151,6 +157,30 @@ def teacher_answer(
     )
 
 
+def teacher_bev_features(
+    features: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    grid: AnchorGrid,
+    capacity: int,
+    frame_id: str,
+    view: str,
+) -> CachedFeatures:
+    """The teacher's BEV features ``features (Cb, ny, nx)`` of one sample at its in-box cells, as the cache holds
+    them (rounded to float16, returned as float32).
+
+    In-box cells: cell centre inside one of ``gt_boxes (G, 7)`` (the sample's view) — LIGA's imitation region.
+    More than ``capacity`` of them is an :class:`InputError` naming the frame, view and ``cache.feature_capacity``.
+    """
+    cell = torch.nonzero(cells_in_boxes(grid, [gt_boxes])[0]).squeeze(1)
+    if cell.numel() > capacity:
+        raise InputError(
+            f"frame {frame_id} view {view}: {cell.numel()} in-box cells exceed cache.feature_capacity {capacity}; "
+            "raise it"
+        )
+    values = features.flatten(1)[:, cell.to(features.device)].T.to(torch.float16).float()
+    return CachedFeatures(frame_id=frame_id, view=view, cell=cell.cpu(), bev=values.cpu())
+
+
 @torch.no_grad()
 def _compute_shard(
     model: SecondTeacher,
@@ -164,7 +194,16 @@ def _compute_shard(
     """The shard's host block and the seconds spent in the teacher's forward."""
     grid, device, views = model.grid, model.device, settings.views
     v = len(views)
-    block = empty_block(len(frames), v, grid.num_anchors, grid.num_classes, settings.coverage.capacity)
+    bev = "bev" in settings.features
+    block = empty_block(
+        len(frames),
+        v,
+        grid.num_anchors,
+        grid.num_classes,
+        settings.coverage.capacity,
+        settings.feature_capacity,
+        model.bev.out_channels if bev else 0,
+    )
     forward = 0.0
     for start in range(0, len(frames), settings.batch_size):
         batch = frames[start : start + settings.batch_size]
@@ -174,7 +213,8 @@ def _compute_shard(
         clouds = [torch.from_numpy(np.ascontiguousarray(p)).to(device) for p, _, _ in inputs]
         _sync(device)
         t0 = time.perf_counter()
-        out = model.head.flatten(model(clouds))
+        features = model.features(clouds)
+        out = model.head.flatten(model.head(features))
         _sync(device)
         forward += time.perf_counter() - t0
         for j, (_, gt_boxes, gt_classes) in enumerate(inputs):
@@ -199,6 +239,15 @@ def _compute_shard(
             block["boxes"][f, view, :m] = answer.boxes.cpu().numpy()
             block["covered_count"][f, view] = m
             block["score_floor_reached"][f, view] = answer.score_floor_reached
+            if bev:
+                cached = teacher_bev_features(
+                    features[j], gt_boxes, grid, settings.feature_capacity, frame_id, views[view]
+                )
+                mf = cached.cell.numel()
+                block["feature_cell"][f, view, :mf] = cached.cell.numpy()
+                block["bev_features"][f, view, :mf] = cached.bev.numpy().astype(np.float16)
+                block["feature_count"][f, view] = mf
+                block["bev_feature_abs_sum"][f, view] = cached.bev.abs().sum(dim=0).numpy()
         bar.update(len(batch))
     return block, forward
 
@@ -233,8 +282,9 @@ def _prepare_store(
     force: bool,
     recompute_on_mismatch: bool,
 ) -> None:
+    channels = model.bev.out_channels
     if force or not store.exists():
-        create_store(store, identity, frame_ids, model.grid, settings)
+        create_store(store, identity, frame_ids, model.grid, settings, channels)
         return
     try:
         open_existing(store, identity)
@@ -242,7 +292,7 @@ def _prepare_store(
         if not recompute_on_mismatch:
             raise
         tqdm.write(f"recomputing the teacher cache: {err.reason}")
-        create_store(store, identity, frame_ids, model.grid, settings)
+        create_store(store, identity, frame_ids, model.grid, settings, channels)
 
 
 def write_cache(
@@ -300,7 +350,7 @@ def write_cache(
             unit="frame",
             disable=None if progress and ranks.rank == 0 else True,
         )
-        writer = _ShardWriter(root)
+        writer = _ShardWriter(root, "bev" in settings.features)
         writer.start()
         forward = 0.0
         try:

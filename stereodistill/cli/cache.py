@@ -62,12 +62,25 @@ def info(store: Path, as_json: bool) -> None:
         f"logits:      {quant['logits']['dtype']} step {quant['logits']['step']}; boxes {quant['boxes']['dtype']}",
         f"coverage:    iou_floor {cov['iou_floor']}, score_floor {cov['score_floor']}, capacity {cov['capacity']}"
         f" (mean {summary['covered_per_frame_view']['mean']}, max {summary['covered_per_frame_view']['max']})",
+        _features_line(summary["features"]),
         f"on disk:     {summary['bytes_on_disk'] / 1e6:.2f} MB in {summary['files']} files, "
         f"{summary['bytes_per_frame_view'] / 1e6:.3f} MB per frame and view",
         f"complete:    {done['complete']} ({done['shards_complete']}/{done['shards']} shards, "
         f"{done['frames_complete']} frames)",
     ]
     click.echo("\n".join(lines))
+
+
+def _features_line(features: dict) -> str:
+    if "bev" not in features["maps"]:
+        return "features:    none (cache.features: [])"
+    cells = features["cells_per_frame_view"]
+    return (
+        f"features:    bev, {features['bev_channels']} channels {features['dtype']} at in-box cells "
+        f"(mean {cells['mean']}, max {cells['max']}, capacity {features['capacity']}); "
+        f"{features['bytes_per_frame_view'] / 1e6:.3f} MB per frame and view "
+        f"(dense float32: {features['dense_float32_bytes_per_frame_view'] / 1e6:.2f} MB)"
+    )
 
 
 @cache.command("verify")

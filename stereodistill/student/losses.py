@@ -27,13 +27,13 @@ from stereodistill.distill.cld import (
     CellLayout,
     CldOptions,
     all_cells,
-    cells_in_boxes,
     cld_loss,
     confident_cells,
 )
 from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
 from stereodistill.head.assigner import AssignedTargets
 from stereodistill.head.box_coder import CODE_NAMES
+from stereodistill.head.cells import cells_in_boxes
 from stereodistill.head.losses import detection_losses
 from stereodistill.student.dataset import StudentSample, batch_inputs
 from stereodistill.student.depth import depth_loss, depth_target_map
