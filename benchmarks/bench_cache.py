@@ -1,8 +1,10 @@
 """Teacher cache: bytes on disk per frame and view, write overhead (whole stage / teacher forward) and read cost.
 
 Writes a cache of the first ``--frames`` frames of a prepared split with the given teacher checkpoint at the
-default cache settings (measuring stage time against forward-only time), then re-encodes the same teacher
-outputs with other codecs and logit encodings (bytes only) and times ``TeacherCache.read`` per frame.
+``--params`` cache settings (measuring stage time against forward-only time), and, when those cache the teacher's
+BEV features, once more without them (the features' own bytes and overhead); then re-encodes the same teacher
+outputs with other codecs and logit encodings (bytes only) and times ``TeacherCache.read`` (and
+``read_features``) per frame.
 Prints a markdown table and the command line.
 
     python benchmarks/bench_cache.py --params params.yaml --split data/prepared/train.h5 \
@@ -114,6 +116,37 @@ def _make_noisy(model: torch.nn.Module, clouds: list[torch.Tensor]) -> None:
     model.eval()
 
 
+def _report_features(store: Path, cache: TeacherCache, views, frame_views: int, grid, stats, plain) -> None:
+    """The BEV features' share: bytes per frame and view, cells, dense equivalent, overhead, read time."""
+    root = zarr.open_group(store, mode="r")
+    cells = root["feature_count"][:]
+    channels = cache.feature_channels()
+    stored = sum(_array_bytes(root, name) for name in ("feature_count", "feature_cell", "bev_features"))
+    stored += _array_bytes(root, "bev_feature_abs_sum")
+    dense = grid.ny * grid.nx * channels * 4
+    times = []
+    for _ in range(3):
+        for i in range(len(cache)):
+            for view in views:
+                t0 = time.perf_counter()
+                cache.read_features(i, view)
+                times.append(time.perf_counter() - t0)
+    per = stored / frame_views
+    print(
+        f"BEV features: {channels} channels float16 at in-box cells (mean {cells.mean():.0f}, max {cells.max()} "
+        f"per frame/view): {per / 1e6:.3f} MB per frame and view; dense float32 map {dense / 1e6:.2f} MB "
+        f"({dense / per:.0f}x)"
+    )
+    print(
+        f"stage / forward with features {stats.overhead_ratio:.3f}, without {plain.overhead_ratio:.3f}; "
+        f"whole stage with / without features: {stats.total_seconds / plain.total_seconds:.3f}"
+    )
+    print(
+        f"TeacherCache.read_features per frame and view: median {statistics.median(times) * 1e3:.2f} ms, "
+        f"p90 {np.percentile(times, 90) * 1e3:.2f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -145,6 +178,22 @@ def main() -> None:
     identity = store_identity(grid, settings, subset.frame_ids, "benchmark", teacher_identity(args.teacher))
     ranks = Ranks(0, 1, device)
     stats = write_cache(model, subset, store, settings, identity, ranks, force=True, progress=False)
+    plain = None
+    if settings.features:
+        no_features = replace(settings, features=())
+        plain_identity = store_identity(
+            grid, no_features, subset.frame_ids, "benchmark", teacher_identity(args.teacher)
+        )
+        plain = write_cache(
+            model,
+            subset,
+            args.out / "plain.zarr",
+            no_features,
+            plain_identity,
+            ranks,
+            force=True,
+            progress=False,
+        )
 
     f, v = len(subset), len(settings.views)
     dense = grid.num_anchors * (grid.num_classes + 7 + 2) * 4  # float32 cls + box + dir, every anchor
@@ -175,6 +224,8 @@ def main() -> None:
         f"TeacherCache.read per frame and view: median {statistics.median(times) * 1e3:.2f} ms, "
         f"p90 {np.percentile(times, 90) * 1e3:.2f} ms ({len(times)} reads, page cache warm)"
     )
+    if plain is not None:
+        _report_features(store, cache, settings.views, f * v, grid, stats, plain)
     if args.skip_reencode:
         return
     print()
