@@ -402,6 +402,24 @@ def test_imitation_term_is_logged_apart_and_zero_when_off(synthetic_train_split)
         student_losses(StereoStudent(TINY, grid), samples, settings, IMITATION, cpu, imitation_scale=scale)
 
 
+def test_imitation_training_builds_the_adapter_from_the_cache(synthetic_train_split, tmp_path, monkeypatch):
+    """train_student sizes the adapter by ``feature_channels()``, reads features, logs the term, saves the width."""
+    import stereodistill.student.train as trainer
+
+    split, grid = PreparedSplit(synthetic_train_split), anchor_grid()
+    cache = StandInCache(split, grid)
+    cache.identity = {"stand_in": True}  # type: ignore[attr-defined]
+    monkeypatch.setattr(trainer, "open_cache", lambda *args, **kwargs: cache)
+    path = train_student(
+        grid, TINY, tiny_settings(), IMITATION, split.path, tmp_path, cache_path="stand-in", progress=False
+    )
+    rows = _log(tmp_path / "loss_log.csv")
+    assert len(rows) == 1 and float(rows[0]["imitation"]) > 0
+    assert {view for _, view in cache.asked} <= {"identity", "hflip"} and len(cache.asked) == 2
+    model, _ = load_student(path, grid=grid)
+    assert model.imitation_channels == cache.feature_channels()
+
+
 def test_imitation_student_checkpoint_round_trip(tmp_path):
     grid = anchor_grid()
     torch.manual_seed(0)
