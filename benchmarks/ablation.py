@@ -2,14 +2,19 @@
 
 Variants (``distill`` section overrides; everything else comes from params.yaml):
 
-    gt_only     xgd off,       cld off        the baseline
-    whole_box   xgd whole_box, cld off        response KD kept by a whole-box IoU threshold
-    xgd         xgd xgd,       cld off        X-component Guided Distillation
-    cld         xgd off,       cld diagonal   Cross-anchor Logit Distillation
-    xgd_cld     xgd xgd,       cld diagonal   StereoDistill
+    gt_only            xgd off,       cld off,      imitation off   the baseline
+    whole_box          xgd whole_box, cld off,      imitation off   response KD kept by a whole-box IoU threshold
+    xgd                xgd xgd,       cld off,      imitation off   X-component Guided Distillation
+    cld                xgd off,       cld diagonal, imitation off   Cross-anchor Logit Distillation
+    xgd_cld            xgd xgd,       cld diagonal, imitation off   StereoDistill
+    imitation          xgd off,       cld off,      imitation bev   LIGA-Stereo's BEV feature imitation
+    imitation_xgd_cld  xgd xgd,       cld diagonal, imitation bev   StereoDistill with LIGA's imitation
 
-Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mode=... -S student.train.seed=...``
-would train (the same library calls as the train_student / evaluate_student stages), with the ablation preset's
+The first five are the default (``--variants``); the two imitation variants run when named and need a cache that
+holds the teacher's BEV features (``--set cache.features=[bev]``).
+
+Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mode=...
+-S distill.imitation.mode=... -S student.train.seed=...`` would train (the same library calls as the train_student / evaluate_student stages), with the ablation preset's
 schedule (``--epochs``, default 12 instead of params.yaml's 24, so 15 runs fit in 2 hours on 2 CPU cores).
 Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
 a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint.
@@ -47,12 +52,16 @@ import yaml
 from tqdm import tqdm
 
 VARIANTS: dict[str, dict[str, str]] = {
-    "gt_only": {"xgd": "off", "cld": "off"},
-    "whole_box": {"xgd": "whole_box", "cld": "off"},
-    "xgd": {"xgd": "xgd", "cld": "off"},
-    "cld": {"xgd": "off", "cld": "diagonal"},
-    "xgd_cld": {"xgd": "xgd", "cld": "diagonal"},
+    "gt_only": {"xgd": "off", "cld": "off", "imitation": "off"},
+    "whole_box": {"xgd": "whole_box", "cld": "off", "imitation": "off"},
+    "xgd": {"xgd": "xgd", "cld": "off", "imitation": "off"},
+    "cld": {"xgd": "off", "cld": "diagonal", "imitation": "off"},
+    "xgd_cld": {"xgd": "xgd", "cld": "diagonal", "imitation": "off"},
+    "imitation": {"xgd": "off", "cld": "off", "imitation": "bev"},
+    "imitation_xgd_cld": {"xgd": "xgd", "cld": "diagonal", "imitation": "bev"},
 }
+# What a plain run trains: the response-distillation ablation (the imitation variants need a cache with features).
+DEFAULT_VARIANTS = ("gt_only", "whole_box", "xgd", "cld", "xgd_cld")
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 METRICS = ("3d", "bev")
 DIFFICULTIES = ("easy", "moderate", "hard")
@@ -91,8 +100,8 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
 def run_params(base: dict[str, Any], variant: str, seed: int, epochs: int, run_dir: Path) -> dict[str, Any]:
     """params.yaml with the variant's distill modes, the seed, the ablation schedule and the run's own paths."""
     params = copy.deepcopy(base)
-    params["distill"]["xgd"]["mode"] = VARIANTS[variant]["xgd"]
-    params["distill"]["cld"]["mode"] = VARIANTS[variant]["cld"]
+    for loss in ("xgd", "cld", "imitation"):
+        params["distill"].setdefault(loss, {})["mode"] = VARIANTS[variant][loss]
     params["student"]["train"]["seed"] = seed
     params["student"]["train"]["epochs"] = epochs
     params["student"]["out_dir"] = str(run_dir / "model")
@@ -178,9 +187,10 @@ def summarise(
 ) -> dict[str, Any]:
     """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times.
 
-    ``variants`` (default all, in :data:`VARIANTS` order) must include ``gt_only``, the baseline of the gains.
+    ``variants`` (default :data:`DEFAULT_VARIANTS`; taken in :data:`VARIANTS` order) must include ``gt_only``,
+    the baseline of the gains.
     """
-    chosen = [v for v in VARIANTS if variants is None or v in variants]
+    chosen = [v for v in VARIANTS if v in (DEFAULT_VARIANTS if variants is None else variants)]
     if "gt_only" not in chosen:
         raise SystemExit("the summary needs the gt_only baseline among the variants")
     summary: dict[str, Any] = {"seeds": seeds, "variants": {}}
@@ -290,7 +300,7 @@ def main() -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--epochs", type=int, default=12, help="the ablation preset's schedule length")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -313,7 +323,7 @@ def main() -> int:
     parse_params(base)  # a bad params file or override fails here, before any run
     if not args.no_repro:
         subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)
-    # Seed-major order: after the first five runs every variant has a result.
+    # Seed-major order: after the first len(variants) runs every variant has a result.
     runs = [
         Run(
             v,

@@ -52,3 +52,24 @@ def test_mean_std_and_the_t_interval(ablation):
     five = ablation.mean_std([-2.91, -2.87, -0.09, -5.71, -0.64])
     assert five["ci95"][0] < 0 < five["ci95"][1]  # the weight-average difference of docs/RESULTS.md
     assert math.isnan(ablation.mean_std([4.0])["ci95"][0])
+
+
+def test_variants_set_all_three_distill_modes(ablation, tmp_path):
+    base = {
+        "distill": {"xgd": {"mode": "xgd"}, "cld": {"mode": "diagonal"}, "imitation": {"mode": "bev"}},
+        "student": {"train": {}},
+        "evaluate": {},
+    }
+    modes = {
+        variant: {
+            loss: ablation.run_params(base, variant, 0, 12, tmp_path)["distill"][loss]["mode"]
+            for loss in ("xgd", "cld", "imitation")
+        }
+        for variant in ablation.VARIANTS
+    }
+    assert modes["gt_only"] == {"xgd": "off", "cld": "off", "imitation": "off"}
+    assert modes["xgd_cld"] == {"xgd": "xgd", "cld": "diagonal", "imitation": "off"}
+    assert modes["imitation"] == {"xgd": "off", "cld": "off", "imitation": "bev"}
+    assert modes["imitation_xgd_cld"] == {"xgd": "xgd", "cld": "diagonal", "imitation": "bev"}
+    assert all(modes[v]["imitation"] == "off" for v in ablation.DEFAULT_VARIANTS)
+    assert base["distill"]["imitation"]["mode"] == "bev"  # a copy: the base is untouched

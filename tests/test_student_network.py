@@ -272,3 +272,24 @@ def test_one_optimisation_step_reduces_the_loss() -> None:
     with torch.no_grad():
         second = _loss(model, batch)
     assert second.item() < first.item()
+
+
+def test_imitation_adapter_maps_bev_features_to_the_teacher_channels() -> None:
+    grid = small_grid(16.0, 8.0)
+    torch.manual_seed(0)
+    plain = StereoStudent(TINY, grid)
+    torch.manual_seed(0)
+    adapted = StereoStudent(TINY, grid, imitation_channels=5)
+    assert plain.imitation is None and adapted.imitation_channels == 5
+    # Built last: every other weight starts as without the adapter (variants of one seed stay paired).
+    plain_state, adapted_state = plain.state_dict(), adapted.state_dict()
+    assert set(adapted_state) - set(plain_state) == {"imitation.weight", "imitation.bias"}
+    assert all(torch.equal(plain_state[k], adapted_state[k]) for k in plain_state)
+    left, right, P2, baseline, _ = _tiny_batch()
+    out = adapted(left, right, P2, baseline)
+    assert out.imitation_features.shape == (2, 5, grid.ny, grid.nx)
+    expected = torch.nn.functional.conv2d(out.bev_features, adapted.imitation.weight, adapted.imitation.bias)
+    torch.testing.assert_close(out.imitation_features, expected)
+    assert plain(left, right, P2, baseline).imitation_features is None
+    with pytest.raises(ValueError, match="imitation_channels"):
+        StereoStudent(TINY, grid, imitation_channels=-1)

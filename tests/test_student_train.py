@@ -1,5 +1,5 @@
-"""Training the stereo student: settings, image scaling, flip/cache pairing, GT-only and distilled steps, resume,
-cache validation, the CLI."""
+"""Training the stereo student: settings, image scaling, flip/cache pairing, GT-only and distilled steps, the
+feature imitation's wiring, resume, cache validation, the CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from student_fixtures import TINY_STUDENT_TRAIN, tiny_student
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
+from stereodistill.distill.cld import cells_in_boxes
 from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
@@ -63,6 +65,9 @@ def train_settings(values: dict) -> StudentTrainSettings:
 
 
 GT_ONLY = distill_settings({"xgd": {"mode": "off"}, "cld": {"mode": "off"}})
+IMITATION = distill_settings(
+    {"xgd": {"mode": "off"}, "cld": {"mode": "off"}, "imitation": {"mode": "bev", "weight": 2.0}}
+)
 DISTILL = distill_settings(
     {
         "xgd": {"mode": "xgd", "split": "groups", "iou": "3d"},
@@ -126,6 +131,23 @@ def test_settings_parse_and_errors_name_the_field():
     assert d.cld.region == ("all",) and d.xgd.thresholds == (0.6, 0.4, 0.4)
     assert distill_settings(to_dict(d)) == d
     assert not GT_ONLY.enabled and DISTILL.enabled
+
+
+def test_imitation_settings_validate_and_turn_distillation_on():
+    with pytest.raises(InputError, match=r"distill\.imitation\.mode: expected one of off, bev"):
+        distill_settings({"imitation": {"mode": "volume"}})
+    with pytest.raises(InputError, match=r"distill\.imitation\.mode: expected a string"):
+        distill_settings({"imitation": {"mode": False}})  # YAML's bare `off`
+    with pytest.raises(InputError, match=r"distill\.imitation\.weight"):
+        distill_settings({"imitation": {"weight": -1.0}})
+    with pytest.raises(InputError, match=r"distill\.imitation\.extra"):
+        distill_settings({"imitation": {"extra": 1}})
+    assert DISTILL.imitation.mode == "off" and not DISTILL.imitation.enabled
+    assert IMITATION.imitation.enabled and IMITATION.enabled  # imitation alone needs the cache
+    assert distill_settings(to_dict(IMITATION)) == IMITATION
+    # Off, it is left out of the stored settings, so runs recorded before it existed still compare equal.
+    assert "imitation" not in to_dict(DISTILL) and to_dict(IMITATION)["imitation"]["mode"] == "bev"
+    assert load_params(Path(__file__).resolve().parents[1] / "params.yaml").distill.imitation.mode == "off"
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -219,9 +241,10 @@ def test_gt_only_step_trains_without_a_cache(synthetic_train_split, tmp_path):
     )
     rows = _log(tmp_path / "loss_log.csv")
     assert len(rows) == 1 and int(rows[0]["positives"]) > 0
-    terms = {k: float(rows[0][k]) for k in ("total", "cls", "loc", "dir", "depth", "xgd", "cld")}
+    terms = {k: float(rows[0][k]) for k in ("total", "cls", "loc", "dir", "depth", "xgd", "cld", "imitation")}
     assert all(math.isfinite(v) for v in terms.values())
     assert terms["depth"] > 0 and terms["cls"] > 0 and terms["xgd"] == 0 and terms["cld"] == 0
+    assert terms["imitation"] == 0
     assert terms["total"] == pytest.approx(
         terms["cls"] + terms["loc"] + terms["dir"] + terms["depth"], rel=1e-4
     )
@@ -292,6 +315,127 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
         r["total"].backward()
     assert model.head.conv_box.weight.grad.abs().sum() == 0
     assert model.head.conv_cls.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------ feature imitation
+@dataclass(frozen=True)
+class StandInFeatures:
+    """A stand-in for the cache reader's ``CachedFeatures`` (``cell (M,)`` int64 ascending, ``bev (M, Ct)``)."""
+
+    frame_id: str
+    view: str
+    cell: torch.Tensor
+    bev: torch.Tensor
+
+
+class StandInCache:
+    """Serves the feature-reading half of ``TeacherCache``: in-box cells of the asked view, random features."""
+
+    def __init__(self, split: PreparedSplit, grid: AnchorGrid, channels: int = 6) -> None:
+        self.split, self.grid, self.channels = split, grid, channels
+        self.asked: list[tuple[str, str]] = []
+
+    def read(self, frame: str, view: str) -> None:
+        return None
+
+    def read_features(self, frame: str, view: str = "identity") -> StandInFeatures:
+        self.asked.append((frame, view))
+        index = self.split.frame_ids.index(frame)
+        boxes = self.split.labels(index).boxes.astype(np.float32)
+        if view == "hflip":
+            boxes = mirror_boxes(boxes)
+        inside = cells_in_boxes(self.grid, [torch.from_numpy(boxes[~np.isnan(boxes).any(axis=1)])])[0]
+        cell = torch.nonzero(inside).flatten()
+        bev = torch.rand(len(cell), self.channels, generator=torch.Generator().manual_seed(index)) + 0.1
+        bev[:1] = 0.0  # one cell the teacher left all zero
+        return StandInFeatures(frame, view, cell, bev)
+
+    def feature_channels(self) -> int:
+        return self.channels
+
+    def feature_scale(self) -> torch.Tensor:
+        return torch.linspace(0.5, 1.0, self.channels)
+
+
+def test_frames_read_the_features_of_the_view_only_when_asked(synthetic_train_split):
+    split, grid = PreparedSplit(synthetic_train_split), anchor_grid()
+    cache = StandInCache(split, grid)
+    plain = StudentFrames(split, 1.0, 4, 0, cache, grid=grid)  # type: ignore[arg-type]
+    assert plain[0].teacher_features is None and cache.asked == []
+    flipped = StudentFrames(split, 1.0, 4, 0, cache, grid=grid, read_features=True)  # type: ignore[arg-type]
+    sample = flipped[1]
+    assert cache.asked == [(split.frame_ids[1], "hflip")]
+    assert sample.teacher_features.view == "hflip" and len(sample.teacher_features.cell) > 0
+    with pytest.raises(ValueError, match="cache"):
+        StudentFrames(split, grid=grid, read_features=True)
+
+
+def test_imitation_term_is_logged_apart_and_zero_when_off(synthetic_train_split):
+    split, grid = PreparedSplit(synthetic_train_split), anchor_grid()
+    cache = StandInCache(split, grid)
+    frames = StudentFrames(split, 0.5, 4, 0, cache, grid=grid, read_features=True)  # type: ignore[arg-type]
+    samples = [frames[0], frames[1]]
+    settings = tiny_settings()
+    torch.manual_seed(0)
+    model = StereoStudent(TINY, grid, imitation_channels=cache.feature_channels())
+    scale = cache.feature_scale()
+    cpu = torch.device("cpu")
+    step = student_losses(model, samples, settings, IMITATION, cpu, imitation_scale=scale)
+    t = step.terms
+    value = float(t["imitation"].detach())
+    assert math.isfinite(value) and value > 0
+    assert float(t["xgd"]) == 0 and float(t["cld"]) == 0
+    parts = sum(float(t[k].detach()) for k in ("cls", "loc", "dir", "depth", "imitation"))
+    assert float(t["total"].detach()) == pytest.approx(parts, rel=1e-5)
+    t["imitation"].backward()
+    assert model.imitation.weight.grad.abs().sum() > 0
+    # Not part of the regression warm-up.
+    ramped = student_losses(
+        model, samples, settings, IMITATION, cpu, regression_scale=0.0, imitation_scale=scale
+    )
+    assert float(ramped.terms["imitation"].detach()) == pytest.approx(value, rel=1e-6)
+    off = student_losses(model, samples, settings, GT_ONLY, cpu)
+    assert float(off.terms["imitation"]) == 0.0
+    with pytest.raises(ValueError, match="imitation_scale"):
+        student_losses(model, samples, settings, IMITATION, cpu)
+    with pytest.raises(ValueError, match="imitation_channels"):
+        student_losses(StereoStudent(TINY, grid), samples, settings, IMITATION, cpu, imitation_scale=scale)
+
+
+def test_imitation_training_builds_the_adapter_from_the_cache(synthetic_train_split, tmp_path, monkeypatch):
+    """train_student sizes the adapter by ``feature_channels()``, reads features, logs the term, saves the width."""
+    import stereodistill.student.train as trainer
+
+    split, grid = PreparedSplit(synthetic_train_split), anchor_grid()
+    cache = StandInCache(split, grid)
+    cache.identity = {"stand_in": True}  # type: ignore[attr-defined]
+    monkeypatch.setattr(trainer, "open_cache", lambda *args, **kwargs: cache)
+    path = train_student(
+        grid, TINY, tiny_settings(), IMITATION, split.path, tmp_path, cache_path="stand-in", progress=False
+    )
+    rows = _log(tmp_path / "loss_log.csv")
+    assert len(rows) == 1 and float(rows[0]["imitation"]) > 0
+    assert {view for _, view in cache.asked} <= {"identity", "hflip"} and len(cache.asked) == 2
+    model, _ = load_student(path, grid=grid)
+    assert model.imitation_channels == cache.feature_channels()
+
+
+def test_imitation_student_checkpoint_round_trip(tmp_path):
+    grid = anchor_grid()
+    torch.manual_seed(0)
+    trained = StereoStudent(TINY, grid, imitation_channels=6)
+    ckpt = student_model_checkpoint(trained, epoch=1, extra={"settings": {}})
+    assert ckpt["imitation_channels"] == 6 and ckpt["settings"] == {}
+    save_atomic(ckpt, tmp_path / "student.pt")
+    model, _ = load_student(tmp_path / "student.pt", grid=grid)
+    assert model.imitation_channels == 6 and model.imitation.out_channels == 6
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # A checkpoint written before the adapter existed loads without one.
+    old = student_model_checkpoint(StereoStudent(TINY, grid), epoch=1)
+    del old["imitation_channels"]
+    save_atomic(old, tmp_path / "old.pt")
+    assert load_student(tmp_path / "old.pt", grid=grid)[0].imitation is None
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -413,6 +557,11 @@ def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeyp
     with pytest.raises(InputError, match=r"student\.train\.flip_probability.*hflip"):
         open_cache(store, grid, settings, DISTILL, split)
     open_cache(store, grid, tiny_settings(flip_probability=0.0), DISTILL, split)  # identity suffices
+    monkeypatch.setattr(TeacherCache, "views", property(lambda self: ["identity", "hflip"]))
+    monkeypatch.setattr(TeacherCache, "feature_maps", property(lambda self: ()), raising=False)
+    with pytest.raises(InputError, match=r"distill\.imitation\.mode.*cache\.features"):
+        open_cache(store, grid, settings, IMITATION, split)
+    open_cache(store, grid, settings, DISTILL, split)  # no imitation: the feature maps do not matter
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -14,7 +14,7 @@ from stereodistill.cli.options import params_option, progress_option, resume_opt
 @resume_option("student")
 @progress_option
 def train_student(params_path: Path, resume: bool, progress: bool) -> None:
-    """Train the stereo student, distilling the cached teacher when distill.xgd/cld are on."""
+    """Train the stereo student, distilling the cached teacher when distill.xgd/cld/imitation are on."""
     from stereodistill.params import load_params
     from stereodistill.student.run import train_student_from_params
 

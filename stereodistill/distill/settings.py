@@ -1,16 +1,17 @@
-"""The ``distill`` section of params.yaml: XGD (regression) and CLD (classification); ``mode: off`` for both is
-the GT-only baseline. Defaults are params.yaml's values. Imports no torch (see :mod:`stereodistill.settings`).
+"""The ``distill`` section of params.yaml: XGD (regression), CLD (classification) and LIGA-Stereo's feature
+imitation; ``mode: off`` for all three is the GT-only baseline. Defaults are params.yaml's values. Imports no torch
+(see :mod:`stereodistill.settings`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stereodistill.distill.components import IOU_KINDS, SPLITS, Split, components
-from stereodistill.settings import fail
+from stereodistill.settings import OMIT_AT_DEFAULT, fail
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.7, 0.5, 0.5)
 DEFAULT_BETA = 1.0 / 9.0
@@ -18,6 +19,7 @@ XGD_MODES = ("xgd", "whole_box", "off")
 CldMode = Literal["diagonal", "all", "per_class"]
 CLD_MODES: tuple[str, ...] = ("diagonal", "all", "per_class")
 CLD_REGIONS = ("gt_boxes", "confident", "all")
+IMITATION_MODES = ("off", "bev")
 
 
 def threshold_classes(thresholds: Any, split: Split) -> int:
@@ -133,12 +135,33 @@ class CldSettings:
 
 
 @dataclass(frozen=True)
-class DistillSettings:
-    """The ``distill`` section: ``xgd`` and ``cld``."""
+class ImitationSettings:
+    """``distill.imitation``: LIGA-Stereo's feature imitation; ``mode`` off | bev (the student's BEV features,
+    through a 1x1 adapter, regressed onto the teacher's cached BEV features at the cells inside GT boxes)."""
 
-    xgd: XgdSettings = XgdSettings()
-    cld: CldSettings = CldSettings()
+    mode: str = "off"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in IMITATION_MODES:
+            fail("mode", f"expected one of {', '.join(IMITATION_MODES)}, got {self.mode!r}")
+        if not self.weight >= 0:
+            fail("weight", f"must be >= 0, got {self.weight}")
 
     @property
     def enabled(self) -> bool:
-        return self.xgd.enabled or self.cld.enabled
+        return self.mode != "off"
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The ``distill`` section: ``xgd``, ``cld`` and ``imitation``; any of them on needs the teacher cache."""
+
+    xgd: XgdSettings = XgdSettings()
+    cld: CldSettings = CldSettings()
+    # Left out of stored settings while off, so runs recorded before the field existed still compare equal.
+    imitation: ImitationSettings = field(default=ImitationSettings(), metadata=OMIT_AT_DEFAULT)
+
+    @property
+    def enabled(self) -> bool:
+        return self.xgd.enabled or self.cld.enabled or self.imitation.enabled

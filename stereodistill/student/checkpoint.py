@@ -19,8 +19,11 @@ MODEL_KIND = "student"
 def student_model_checkpoint(
     model: StereoStudent, epoch: int, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """What ``student.pt`` holds (:func:`~stereodistill.checkpoints.model_checkpoint`)."""
-    return model_checkpoint(MODEL_KIND, model, epoch, extra)
+    """What ``student.pt`` holds (:func:`~stereodistill.checkpoints.model_checkpoint`), with the network's
+    ``imitation_channels`` (0 without the feature-imitation adapter)."""
+    return model_checkpoint(
+        MODEL_KIND, model, epoch, {"imitation_channels": model.imitation_channels, **(extra or {})}
+    )
 
 
 def load_student(
@@ -31,6 +34,8 @@ def load_student(
     config = dict(ckpt["config"])
     # Checkpoints written before the field existed were trained with a plain-ReLU regression tower.
     config.setdefault("box_tower_negative_slope", 0.0)
-    model = StereoStudent(load_settings(StudentConfig, config, "config", path), stored)
+    # Checkpoints written before the imitation adapter existed have none.
+    imitation_channels = int(ckpt.get("imitation_channels", 0))
+    model = StereoStudent(load_settings(StudentConfig, config, "config", path), stored, imitation_channels)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

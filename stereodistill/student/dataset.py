@@ -4,7 +4,8 @@ One sample = the frame's left/right uint8 images, its calibration, project GT bo
 image_2 depth rows, all optionally (probability ``flip_probability``) put through LIGA's stereo flip
 (:func:`stereodistill.student.flip.flip_stereo`). A sample is one view of its frame (``hflip`` when flipped,
 ``identity`` otherwise, see :mod:`stereodistill.geometry.views`): its GT is that view's ground truth and the
-teacher's answer is read from that view of the cache, so both describe the scene the student sees. The coin of
+teacher's answer is read from that view of the cache, so both describe the scene the student sees (and so are the
+teacher's BEV features when ``read_features`` asks for them, for the feature imitation). The coin of
 sample ``i`` in epoch ``e`` depends only on ``(seed, e, i)``. Each sample also carries its GT's anchor targets,
 assigned on the CPU here so that DataLoader workers assign while the training device runs the previous batch.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +46,9 @@ from stereodistill.head.assigner import (
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import calibration_tensors, images_to_tensor
 
+if TYPE_CHECKING:
+    from stereodistill.cache.reader import CachedFeatures
+
 
 @dataclass(frozen=True)
 class StudentSample:
@@ -52,7 +57,8 @@ class StudentSample:
     ``left``, ``right`` ``(H, W, 3)`` uint8; ``calib`` for these images; ``boxes (G, 7)`` float32 project boxes
     with ``names (G,)`` KITTI types (every label line, DontCare included); ``depth (D, 3)`` float32 image_2 rows
     ``(u, v, depth)``; ``view`` the cache view of this scene; ``teacher`` the cached answer (None without cache);
-    ``ground_truth`` the labels as the assigner's GT and ``targets`` its per-anchor targets ``(N, ..)``, both on
+    ``teacher_features`` the teacher's cached BEV features at the cells inside this view's GT boxes (None unless
+    the dataset reads them); ``ground_truth`` the labels as the assigner's GT and ``targets`` its per-anchor targets ``(N, ..)``, both on
     the CPU (``targets.matched_gt`` indexes ``ground_truth.boxes``).
     """
 
@@ -68,6 +74,7 @@ class StudentSample:
     teacher: CachedFrame | None
     ground_truth: FrameGroundTruth
     targets: AssignedTargets
+    teacher_features: CachedFeatures | None = None
 
 
 def downscale_image(image: np.ndarray, scale: int) -> np.ndarray:
@@ -112,7 +119,8 @@ class StudentFrames(Dataset):
     """``frames[i] -> StudentSample``; call :meth:`set_epoch` before each epoch (it reseeds the flips).
 
     ``frame_limit`` > 0 keeps only the first that many frames (smoke runs); ``grid`` is the student's anchor grid
-    (targets are assigned on it).
+    (targets are assigned on it); ``read_features`` also reads the teacher's cached BEV features of each sample's
+    view (the feature imitation; it needs ``cache``), so runs without imitation read nothing more.
     """
 
     def __init__(
@@ -125,9 +133,13 @@ class StudentFrames(Dataset):
         frame_limit: int = 0,
         *,
         grid: AnchorGrid,
+        read_features: bool = False,
     ) -> None:
         if image_scale < 1:
             raise ValueError(f"image_scale must be a positive integer, got {image_scale}")
+        if read_features and cache is None:
+            raise ValueError("read_features needs the teacher cache")
+        self.read_features = read_features
         self.split = split
         self.flip_probability = flip_probability
         self.image_scale = image_scale
@@ -158,6 +170,9 @@ class StudentFrames(Dataset):
         ground_truth = ground_truth_from_labels(names, torch.from_numpy(boxes), self.assigner.grid)
         s = self.image_scale
         frame_id = split.frame_ids[index]
+        features = None
+        if self.read_features and self.cache is not None:
+            features = self.cache.read_features(frame_id, view)
         return StudentSample(
             index=index,
             frame_id=frame_id,
@@ -171,6 +186,7 @@ class StudentFrames(Dataset):
             teacher=None if self.cache is None else self.cache.read(frame_id, view),
             ground_truth=ground_truth,
             targets=self.assigner.assign_frame(ground_truth),
+            teacher_features=features,
         )
 
 

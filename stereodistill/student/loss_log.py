@@ -1,6 +1,7 @@
 """The student's loss log: one row per optimiser step (a DVC plot).
 
-Columns (:func:`log_columns`): ``step``, ``epoch``, every loss term, ``loc_<code>`` = the regression term split by
+Columns (:func:`log_columns`): ``step``, ``epoch``, every loss term (``total``, ``cls``, ``loc``, ``dir``,
+``depth``, ``xgd``, ``cld``, ``imitation``; 0 for a distillation term that is off), ``loc_<code>`` = the regression term split by
 residual code before its weight (``x``, ``y``, ``z``, ``l``, ``w``, ``h``, ``heading``; ``loc = loc_weight * sum``),
 the batch's positives, ``xgd_kept_<component>`` = the share of XGD candidates whose component was distilled,
 ``lr``, ``seconds``. Loss terms are averaged over torchrun ranks.

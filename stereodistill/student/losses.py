@@ -1,17 +1,21 @@
-"""The student's loss on one batch (docs/METHOD.md §5.5, §4.8)::
+"""The student's loss on one batch (docs/METHOD.md §5.5, §5.8, §4.8)::
 
     L = cls + r * loc + dir (GT detection losses, head/losses.py, weights student.train.loss_weights)
       + depth * LIGA's two-hot depth CE (student/depth.py)
       + r * distill.xgd.weight * XGD (or the whole-box baseline)  when distill.xgd.mode != off
       + distill.cld.weight * CLD                                    when distill.cld.mode != off
+      + distill.imitation.weight * imitation                        when distill.imitation.mode == bev
 
 with ``r`` = :func:`~stereodistill.student.schedule.regression_factor`: 1, or a linear ramp 0 -> 1 over
-``student.train.regression_warmup_epochs``. The ``loc`` and ``xgd`` terms include ``r``; ``loc_codes`` do not.
+``student.train.regression_warmup_epochs``. The ``loc`` and ``xgd`` terms include ``r``; ``loc_codes`` do not;
+the imitation term is not ramped.
 
 XGD candidates are the student's positive anchors; their teacher boxes come from the cache view of the scene
 the student sees (``hflip`` after a stereo flip), matched GT boxes from the assigner. CLD's teacher logits are
 the cache's class logits, over the region ``distill.cld.region`` (a union of ``gt_boxes``, ``confident``, or
-``all``). With both off the student trains on GT alone and needs no cache.
+``all``). The imitation (LIGA-Stereo's, :mod:`stereodistill.distill.imitation`) regresses the student's adapted
+BEV features onto the teacher's cached BEV features of the same view at the cells inside GT boxes, each channel
+divided by the cache's normaliser. With all three off the student trains on GT alone and needs no cache.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from stereodistill.distill.cld import (
     cld_loss,
     confident_cells,
 )
+from stereodistill.distill.imitation import imitation_loss
 from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
 from stereodistill.head.assigner import AssignedTargets
 from stereodistill.head.box_coder import CODE_NAMES
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
     from stereodistill.distill.settings import DistillSettings
     from stereodistill.student.settings import StudentTrainSettings
 
-LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld")
+LOSS_TERMS = ("total", "cls", "loc", "dir", "depth", "xgd", "cld", "imitation")
 LOC_CODE_COLUMNS = tuple(f"loc_{name}" for name in CODE_NAMES)
 
 
@@ -67,6 +72,7 @@ def student_losses(
     cache: TeacherCache | None = None,
     network: torch.nn.Module | None = None,
     regression_scale: float = 1.0,
+    imitation_scale: Tensor | None = None,
 ) -> StepLosses:
     """Forward one batch and compute every loss term (see the module docstring).
 
@@ -74,6 +80,8 @@ def student_losses(
     stacked and moved to ``device`` once.
     ``network`` runs the forward pass when given (``model`` wrapped in DistributedDataParallel).
     ``regression_scale`` (:func:`~stereodistill.student.schedule.regression_factor`) multiplies the ``loc`` and ``xgd`` terms.
+    ``imitation_scale (Ct,)`` is the cache's per-channel normaliser of the teacher's features
+    (``TeacherCache.feature_scale``), needed when ``distill.imitation`` is on.
     """
     grid, cfg = model.grid, model.config
     inputs = batch_inputs(
@@ -105,7 +113,7 @@ def student_losses(
     ).to(device)
     terms["depth"] = w["depth"] * depth_loss(out.depth_logits, depth_target, model.plane_depths)
     zero = terms["depth"].new_zeros(())
-    terms["xgd"], terms["cld"] = zero, zero
+    terms["xgd"], terms["cld"], terms["imitation"] = zero, zero, zero
     positive = targets.positive
     kept: dict[str, float] = {}
     if distill.xgd.enabled:
@@ -160,5 +168,27 @@ def student_losses(
             region |= confident_cells(teacher_logits, layout, c.confident_threshold)
         options = CldOptions(mode=c.mode, temperature=c.temperature)  # type: ignore[arg-type]
         terms["cld"] = cld_loss(head.cls, teacher_logits, layout, region, options, weight=c.weight).loss
-    terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"]
+    if distill.imitation.enabled:
+        terms["imitation"] = _imitation_term(out.imitation_features, samples, imitation_scale, distill)
+    terms["total"] = terms["total"] + terms["depth"] + terms["xgd"] + terms["cld"] + terms["imitation"]
     return StepLosses(terms, kept, int(positive.sum()), loc_codes)
+
+
+def _imitation_term(
+    features: Tensor | None, samples: list[StudentSample], scale: Tensor | None, distill: DistillSettings
+) -> Tensor:
+    """``distill.imitation.weight`` x the imitation loss of the adapted BEV features ``(B, Ct, ny, nx)``."""
+    if features is None:
+        raise ValueError("distill.imitation needs a student built with imitation_channels (the 1x1 adapter)")
+    if scale is None:
+        raise ValueError("distill.imitation needs imitation_scale, the cache's feature_scale()")
+    cached = [s.teacher_features for s in samples]
+    if any(c is None for c in cached):
+        raise ValueError("distill.imitation needs samples with the teacher's cached features (read_features)")
+    return imitation_loss(
+        features,
+        [c.cell for c in cached],  # type: ignore[union-attr]
+        [c.bev for c in cached],  # type: ignore[union-attr]
+        scale,
+        weight=distill.imitation.weight,
+    )

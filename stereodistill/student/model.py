@@ -11,6 +11,7 @@ Pipeline (shapes for batch ``B``, feature stride ``s``, ``Hf = ceil(H/s)``, ``Wf
     height compression                 -> (B, Cv * Z', ny, nx), channel c * Z' + z
     BEVBackbone (conv + 2D hourglass)  -> BEV features (B, bev_channels, ny, nx)
     AnchorHead (2 GN towers, LIGA)     -> HeadOutput on the grid
+    imitation adapter (1x1 conv)       -> (B, imitation_channels, ny, nx), only when imitation_channels > 0
 
 Calibrations differ per sample: pass ``P2 (B, 3, 4)`` and ``baseline (B,)`` (:func:`calibration_tensors`), both
 for the images as given (scale ``P2`` with the images when resizing). All images of a batch share one size.
@@ -42,6 +43,7 @@ class StudentOutput(NamedTuple):
     depth: Tensor  # (B, Hf, Wf) soft-argmin depth, metres
     volume_features: Tensor  # (B, volume_channels, voxel_z / z_pool, ny, nx)
     bev_features: Tensor  # (B, bev_channels, ny, nx)
+    imitation_features: Tensor | None = None  # (B, imitation_channels, ny, nx); None without the adapter
 
 
 def calibration_tensors(
@@ -93,12 +95,20 @@ class BEVBackbone(nn.Module):
 
 
 class StereoStudent(nn.Module):
-    """``forward(left, right, P2, baseline) -> StudentOutput``; see the module docstring."""
+    """``forward(left, right, P2, baseline) -> StudentOutput``; see the module docstring.
 
-    def __init__(self, config: StudentConfig, grid: AnchorGrid) -> None:
+    ``imitation_channels`` > 0 adds LIGA's feature-imitation adapter, a 1x1 convolution from the BEV features to
+    the teacher's ``Ct`` channels (``distill.imitation``, :mod:`stereodistill.distill.imitation`). It is built
+    last, so every other weight starts as it would without it (variants of one seed stay paired).
+    """
+
+    def __init__(self, config: StudentConfig, grid: AnchorGrid, imitation_channels: int = 0) -> None:
         super().__init__()
+        if imitation_channels < 0:
+            raise ValueError(f"imitation_channels must be >= 0, got {imitation_channels}")
         self.config = config
         self.grid = grid
+        self.imitation_channels = imitation_channels
         g = config.norm_groups
         self.features = build_feature_extractor(config)
         self.aggregation = CostAggregation(config.cost_volume_channels, config.cost_channels, g)
@@ -129,6 +139,9 @@ class StereoStudent(nn.Module):
             box_tower_negative_slope=config.box_tower_negative_slope,
         )
         self.register_buffer("plane_depths", plane_depths(config), persistent=False)
+        self.imitation = (
+            nn.Conv2d(config.bev_channels, imitation_channels, 1) if imitation_channels > 0 else None
+        )
 
     def forward(self, left: Tensor, right: Tensor, P2: Tensor, baseline: Tensor) -> StudentOutput:
         b = left.shape[0]
@@ -154,4 +167,5 @@ class StereoStudent(nn.Module):
         volume = self.height_pool(self.volume_conv(voxels))
         bev_in = volume.flatten(1, 2)  # (B, C * Z', ny, nx), channel c * Z' + z
         bev = self.bev(bev_in)
-        return StudentOutput(self.head(bev), depth_logits, depth, volume, bev)
+        imitation = None if self.imitation is None else self.imitation(bev)
+        return StudentOutput(self.head(bev), depth_logits, depth, volume, bev, imitation)

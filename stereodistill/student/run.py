@@ -37,7 +37,7 @@ def train_student_from_params(
 ) -> Path:
     """Train the student on ``{data.prepared_dir}/train.h5`` into ``student.out_dir`` (see ``train_student``).
 
-    The teacher cache ``cache.store`` is opened only when ``distill`` turns XGD or CLD on.
+    The teacher cache ``cache.store`` is opened only when ``distill`` turns XGD, CLD or the imitation on.
     """
     student = params.student
     cache_path = None

@@ -1,4 +1,5 @@
-"""The teacher cache as the student's training opens it: checked to serve the views, boxes and classes it needs."""
+"""The teacher cache as the student's training opens it: checked to serve the views, boxes, classes and feature
+maps it needs."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def open_cache(
             f"student.train.flip_probability is {settings.flip_probability}: the student needs cache views "
             f"{missing}, the cache holds {held} (add them to cache.views and rerun cache-teacher, or set "
             "student.train.flip_probability: 0)",
+            cache.path,
+        )
+    if distill.imitation.enabled and "bev" not in cache.feature_maps:
+        raise InputError(
+            f"distill.imitation.mode is {distill.imitation.mode!r}: the student imitates the teacher's BEV "
+            f"features, but the cache holds feature maps {list(cache.feature_maps)} (add bev to cache.features "
+            "and rerun cache-teacher, or set distill.imitation.mode: off)",
             cache.path,
         )
     iou_needed = min(c.matched_iou for c in grid.classes)

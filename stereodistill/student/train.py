@@ -1,7 +1,9 @@
 """Training the stereo student (stage two: the `train_student` stage and `stereodistill train-student`).
 
-Per batch the student sums the GT detection losses, LIGA's depth loss and, when ``distill`` turns them on, XGD
-and CLD against the teacher cache (:mod:`stereodistill.student.losses`). AdamW, a linear warm-up from
+Per batch the student sums the GT detection losses, LIGA's depth loss and, when ``distill`` turns them on, XGD,
+CLD and LIGA's BEV feature imitation against the teacher cache (:mod:`stereodistill.student.losses`); with the
+imitation on, the network gets its 1x1 adapter to the cache's ``feature_channels()`` and the loss the cache's
+``feature_scale()``, read once at the start. AdamW, a linear warm-up from
 ``lr * warmup_factor`` over ``warmup_epochs``, then cosine decay to ``lr * min_lr_ratio`` or step decay (x
 ``step_gamma`` at each of ``step_epochs``) (:mod:`stereodistill.student.schedule`), gradient-norm clipping and
 a per-step loss log (:mod:`stereodistill.student.loss_log`); with ``ema_decay`` the finished ``student.pt`` holds
@@ -64,9 +66,9 @@ def train_student(
 ) -> Path:
     """Train and return the path of ``student.pt`` (see the module docstring).
 
-    ``cache_path`` is needed (and validated) only when ``distill`` enables XGD or CLD. The checkpoint records
-    the grid, network, training and distillation settings, a fingerprint of the training code, of the training
-    split and the cache's identity; resuming under a different one is an error or, with
+    ``cache_path`` is needed (and validated) only when ``distill`` enables XGD, CLD or the imitation. The
+    checkpoint records the grid, network, training and distillation settings, a fingerprint of the training code,
+    of the training split and the cache's identity; resuming under a different one is an error or, with
     ``restart_on_mismatch`` (the DVC stage), a fresh start.
     """
     ranks = current_ranks()
@@ -80,10 +82,14 @@ def train_student(
     if distill.enabled:
         if cache_path is None:
             raise InputError(
-                "distill.xgd/cld are on but no teacher cache (cache.store) was given", "params.yaml"
+                "distill.xgd/cld/imitation are on but no teacher cache (cache.store) was given", "params.yaml"
             )
         cache = open_cache(cache_path, grid, settings, distill, split, data_digest)
-    model = StereoStudent(config, grid)
+    # LIGA's feature imitation: the adapter's width and the fixed per-channel normaliser come from the cache.
+    imitation_channels, imitation_scale = 0, None
+    if cache is not None and distill.imitation.enabled:
+        imitation_channels, imitation_scale = cache.feature_channels(), cache.feature_scale().to(device)
+    model = StereoStudent(config, grid, imitation_channels)
     # Before the first step, so a wrong file fails at once (a resumed run then loads its checkpoint over it).
     if config.pretrained is not None:
         load_imagenet_weights(model.features.trunk, config.pretrained)
@@ -107,6 +113,7 @@ def train_student(
         cache,
         settings.frame_limit,
         grid=grid,
+        read_features=imitation_channels > 0,
     )
     per_rank = -(-len(frames) // ranks.world)
     steps_per_epoch = max(1, -(-per_rank // settings.batch_size))
@@ -155,7 +162,15 @@ def train_student(
             lr = scheduler.get_last_lr()[0]
             scale = regression_factor(scheduler.last_epoch, steps_per_epoch, settings)
             step = student_losses(
-                model, samples, settings, distill, device, cache, network, regression_scale=scale
+                model,
+                samples,
+                settings,
+                distill,
+                device,
+                cache,
+                network,
+                regression_scale=scale,
+                imitation_scale=imitation_scale,
             )
             run.step(step.terms["total"], settings.grad_clip)
             values = rank_mean(
