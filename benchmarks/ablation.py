@@ -48,8 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
+
+from stereodistill.params import read_params_yaml
 
 VARIANTS: dict[str, dict[str, str]] = {
     "gt_only": {"xgd": "off", "cld": "off", "imitation": "off"},
@@ -93,7 +94,7 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or last not in node:
             raise SystemExit(f"--set {item!r}: params has no key {key!r}")
-        node[last] = yaml.safe_load(text)
+        node[last] = read_params_yaml(text)
     return params
 
 
@@ -319,7 +320,7 @@ def main() -> int:
 
     from stereodistill.params import parse_params
 
-    base = apply_overrides(yaml.safe_load(Path(args.params).read_text()), args.overrides)
+    base = apply_overrides(read_params_yaml(Path(args.params).read_text()), args.overrides)
     parse_params(base)  # a bad params file or override fails here, before any run
     if not args.no_repro:
         subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import click
 import torch
-import yaml
 
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner
+from stereodistill.params import read_params_yaml
 
 LIGA_GRID = {
     "point_cloud_range": [2.0, -30.4, -3.0, 59.6, 30.4, 1.0],
@@ -107,7 +107,7 @@ def main(num_gt: int, repeats: int, threads: int | None) -> None:
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     grids = {"LIGA KITTI (0.2 m)": AnchorGrid.from_params(LIGA_GRID)}
     if params.exists():
-        grids["params.yaml"] = AnchorGrid.from_params(yaml.safe_load(params.read_text())["grid"], params)
+        grids["params.yaml"] = AnchorGrid.from_params(read_params_yaml(params.read_text())["grid"], params)
     click.echo(f"Command: python {' '.join(sys.argv)}")
     click.echo(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "

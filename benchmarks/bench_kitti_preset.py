@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from stereodistill.params import read_params_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "docs/presets/params.kitti.yaml"
 
@@ -58,7 +60,7 @@ SLIM_STUDENT_MODEL: dict[str, Any] = {
 
 def kitti_run_params(frames: int, slim: bool = False, preset: Path = PRESET) -> dict[str, Any]:
     """The preset's params for a CPU run on ``frames`` synthetic frames (paths relative to the work directory)."""
-    params = copy.deepcopy(yaml.safe_load(preset.read_text()))
+    params = copy.deepcopy(read_params_yaml(preset.read_text()))
     data = params["data"]
     data["synth"].update(frames=frames, val_fraction=0.5, seed=0)
     data.update(root=data["synth"]["out"], split_dir=f"{data['synth']['out']}/ImageSets")
@@ -116,7 +118,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def run_stages(workdir: Path, params: dict[str, Any], log: Path) -> list[dict[str, Any]]:
     """Every stage of dvc.yaml in order; rows of stage, frames, seconds, seconds_per_frame, peak_rss_mib, status."""
-    stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    stages = list(read_params_yaml((REPO / "dvc.yaml").read_text())["stages"])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     rows: list[dict[str, Any]] = []
     for stage in stages:

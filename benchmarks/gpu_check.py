@@ -209,9 +209,9 @@ class Report:
 # =========================================================================================== helpers
 def preset_mapping(preset: str, work: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The preset's params as a mapping, every path moved under ``work/<preset>``."""
-    import yaml
+    from stereodistill.params import read_params_yaml
 
-    params = yaml.safe_load(PRESET_FILES[preset].read_text())
+    params = read_params_yaml(PRESET_FILES[preset].read_text())
     root = work / preset
     params["data"]["root"] = str(root / "synthetic")
     params["data"]["split_dir"] = str(root / "synthetic/ImageSets")

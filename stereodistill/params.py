@@ -9,6 +9,7 @@ settings. The ``grid`` section is kept as the file gives it: :meth:`AnchorGrid.f
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +67,33 @@ def parse_params(params: Any, path: str | Path | None = None) -> Params:
     return dataclasses.replace(built, source=None if path is None else Path(path))
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading booleans as YAML 1.2 does: only ``true`` / ``false``.
+
+    DVC writes params files with ruamel (YAML 1.2), so ``dvc exp run -S distill.xgd.mode=off`` leaves a bare
+    ``mode: off``; YAML 1.1 (PyYAML's default) would read that as ``False``.
+    """
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_params_yaml(text: str) -> Any:
+    """A params file's YAML text as plain data (:class:`ParamsLoader`)."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Parse ``path`` (errors with line numbers) and build it (:func:`parse_params`)."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = read_params_yaml(path.read_text())
     except FileNotFoundError:
         raise InputError("params file is missing", path) from None
     except yaml.YAMLError as err:

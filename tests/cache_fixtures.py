@@ -19,7 +19,7 @@ from stereodistill.cache.schema import CacheSettings, CoverageSettings
 from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.params import parse_params
+from stereodistill.params import parse_params, read_params_yaml
 from stereodistill.teacher.checkpoint import teacher_model_checkpoint
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.settings import TeacherConfig
@@ -43,7 +43,7 @@ _CALIBRATION: list[torch.Tensor] = []
 
 def anchor_grid(**class_overrides) -> AnchorGrid:
     """The params.yaml grid, with keys of its first class (Car) overridden."""
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["grid"]
+    section = read_params_yaml((REPO / "params.yaml").read_text())["grid"]
     for key, value in class_overrides.items():
         section["classes"][0][key] = value
     return AnchorGrid.from_params(section)
@@ -83,7 +83,7 @@ def build_teacher_cache(split_path: Path, work: Path) -> dict:
     grid = anchor_grid()
     model = calibrated_teacher(grid)
     save_atomic(teacher_model_checkpoint(model, 0), work / "teacher" / "teacher.pt")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params_yaml((REPO / "params.yaml").read_text())
     params["data"]["prepared_dir"] = str(split_path.parent)
     params["teacher"]["out_dir"] = str(work / "teacher")
     params["cache"] = {

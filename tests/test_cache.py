@@ -36,7 +36,7 @@ from stereodistill.geometry.views import boxes_in_view, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
 from stereodistill.head.cells import cells_in_boxes
-from stereodistill.params import parse_params
+from stereodistill.params import parse_params, read_params_yaml
 from stereodistill.settings import to_dict
 from stereodistill.teacher.model import SecondTeacher
 from stereodistill.teacher.predict import iterate_responses
@@ -129,7 +129,7 @@ def test_feature_scale_is_the_mean_absolute_feature_over_every_stored_cell(setup
 
 
 def test_a_store_without_features_says_which_param_to_set(setup, tmp_path):
-    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params = read_params_yaml(Path(setup["params_path"]).read_text())
     params["cache"]["store"] = str(tmp_path / "plain.zarr")
     params["cache"]["features"] = []
     path = tmp_path / "params.yaml"
@@ -322,7 +322,7 @@ def test_existing_store_with_another_identity_is_refused_and_force_recomputes(se
 
 
 def test_hflip_needs_a_grid_symmetric_in_y(setup, tmp_path):
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["grid"]
+    section = read_params_yaml((REPO / "params.yaml").read_text())["grid"]
     section["point_cloud_range"] = [2.0, -19.2, -3.0, 40.4, 19.2, 1.0]
     section["point_cloud_range"][1], section["point_cloud_range"][4] = -22.4, 16.0
     grid = AnchorGrid.from_params(section)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from grids import small_grid
 
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
+from stereodistill.params import read_params_yaml
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -104,7 +104,7 @@ def test_anchor_class_ids_follow_the_order():
 
 
 def test_params_yaml_grid_and_liga_grid_sizes():
-    g = AnchorGrid.from_params(yaml.safe_load(PARAMS.read_text())["grid"], PARAMS)
+    g = AnchorGrid.from_params(read_params_yaml(PARAMS.read_text())["grid"], PARAMS)
     assert (g.nx, g.ny) == (round(38.4 / g.bev_cell_size), round(38.4 / g.bev_cell_size))
     liga = AnchorGrid.from_params(liga_params())
     assert (liga.nx, liga.ny, liga.num_anchors) == (288, 304, 525312)  # docs/METHOD.md §2.1

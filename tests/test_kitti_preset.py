@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from stereodistill.params import read_params_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
@@ -45,7 +46,7 @@ def test_the_run_keeps_the_presets_grid_images_and_planes(kitti_run):
     from stereodistill.params import load_params
 
     params = load_params(workdir / "params.yaml")
-    preset = yaml.safe_load((REPO / "docs/presets/params.kitti.yaml").read_text())
+    preset = read_params_yaml((REPO / "docs/presets/params.kitti.yaml").read_text())
     assert params.grid == preset["grid"]
     grid = AnchorGrid.from_params(params.grid)
     assert (grid.nx, grid.ny) == (288, 304)

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
+from stereodistill.params import read_params_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git"
@@ -24,7 +26,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params_yaml((REPO / "params.yaml").read_text())
     params["data"]["synth"].update(frames=4, seed=101, val_fraction=0.5)
     params["teacher"]["train"].update(epochs=1, batch_size=2)
     params["teacher"]["model"].update(
@@ -121,7 +123,7 @@ def _stages_run(output: str) -> list[str]:
 def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
     repo = pipeline_copy
     for section, key, value in (("distill", "cld", {"mode": "off"}), ("student", "train", {"lr": 0.001})):
-        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params = read_params_yaml((repo / "params.yaml").read_text())
         params[section][key].update(value)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
@@ -134,7 +136,7 @@ def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
 
 def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_copy):
     repo = pipeline_copy
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = read_params_yaml((repo / "params.yaml").read_text())
     params["teacher"]["train"]["lr"] *= 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))

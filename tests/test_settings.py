@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,29 @@ def test_errors_name_the_dotted_key_and_the_file(values, message):
 def test_a_class_built_directly_names_only_its_field():
     with pytest.raises(SettingsError, match=r"^size: needs min <= max"):
         Inner(size=(3.0, 1.0))
+
+
+def test_params_files_read_booleans_as_yaml_1_2_so_dvc_set_modes_stay_strings(tmp_path):
+    """``dvc exp run -S distill.xgd.mode=off`` writes a bare ``off`` (ruamel, YAML 1.2): it must load as "off"."""
+    from dvc.utils.serialize._yaml import modify_yaml
+
+    from stereodistill.params import load_params, read_params_yaml
+
+    assert read_params_yaml("a: off\nb: on\nc: yes\nd: true\ne: False\nf: 1.0e-3") == {
+        "a": "off",
+        "b": "on",
+        "c": "yes",
+        "d": True,
+        "e": False,
+        "f": 0.001,
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    with modify_yaml(path) as data:  # what `dvc exp run -S` does to params.yaml
+        data["distill"]["xgd"]["mode"] = "off"
+        data["distill"]["cld"]["mode"] = "off"
+    assert "mode: off" in path.read_text()
+    params = load_params(path)
+    assert (
+        params.distill.xgd.mode == "off" and params.distill.cld.mode == "off" and not params.distill.enabled
+    )

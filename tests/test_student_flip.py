@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from kitti_calib_000000 import CALIB_000000
 
 from stereodistill.data.prepared import PreparedFrame, PreparedSplit, depth_rows, prepare_split
 from stereodistill.data.synth import generate_dataset
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchors import AnchorGrid
+from stereodistill.params import read_params_yaml
 from stereodistill.student.depth import depth_loss, depth_target_map
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import StereoStudent, calibration_tensors, images_to_tensor
@@ -138,7 +138,7 @@ def test_flipped_rendered_frame_stays_photo_consistent(rendered_frame: PreparedF
 def test_student_runs_on_a_prepared_frame_and_its_flip(rendered_frame: PreparedFrame, one_thread) -> None:
     f = rendered_frame
     flipped = flip_stereo(f.image_2, f.image_3, f.calib, depth=f.depth)
-    grid = AnchorGrid.from_params(yaml.safe_load(PARAMS.read_text())["grid"], PARAMS)
+    grid = AnchorGrid.from_params(read_params_yaml(PARAMS.read_text())["grid"], PARAMS)
     config = StudentConfig()
     torch.manual_seed(0)
     model = StereoStudent(config, grid)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from kitti_fixtures import KittiFixture
 
 from stereodistill.cache.reader import CachedFrame, TeacherCache
@@ -23,6 +22,7 @@ from stereodistill.errors import InputError
 from stereodistill.geometry.views import IDENTITY, view_ground_truth
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
+from stereodistill.params import read_params_yaml
 from stereodistill.student.kept_share import KeptCounts, format_kept_shares, xgd_kept_counts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ class AssignedTeacherCache(TeacherCache):
 def split_and_grid(kitti_readonly: KittiFixture, tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("kept") / "train.h5"
     prepare_split(kitti_readonly.root, kitti_readonly.split_file("train"), path, progress=False)
-    grid = AnchorGrid.from_params(yaml.safe_load((REPO / "params.yaml").read_text())["grid"])
+    grid = AnchorGrid.from_params(read_params_yaml((REPO / "params.yaml").read_text())["grid"])
     return PreparedSplit(path), grid
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from grids import small_grid
 from student_fixtures import tiny_student
 
 from stereodistill.errors import InputError
 from stereodistill.geometry.calibration import Calibration
 from stereodistill.head.anchors import AnchorGrid
-from stereodistill.params import load_params
+from stereodistill.params import load_params, read_params_yaml
 from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.cost_volume import build_cost_volume, plane_disparities
 from stereodistill.student.depth import depth_loss, depth_target_map, soft_argmin_depth, two_hot_targets
@@ -84,7 +83,7 @@ def test_kitti_preset_is_liga_scale() -> None:
 
 # ----------------------------------------------------------------------------------------------- shapes
 def test_default_config_shapes_on_default_grid() -> None:
-    grid = AnchorGrid.from_params(yaml.safe_load(PARAMS.read_text())["grid"], PARAMS)
+    grid = AnchorGrid.from_params(read_params_yaml(PARAMS.read_text())["grid"], PARAMS)
     config = StudentConfig()
     torch.manual_seed(0)
     model = StereoStudent(config, grid)

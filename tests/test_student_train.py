@@ -23,14 +23,14 @@ from student_fixtures import TINY_STUDENT_TRAIN, tiny_student
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import save_atomic
 from stereodistill.data.prepared import PreparedSplit
-from stereodistill.distill.cld import cells_in_boxes
 from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
 from stereodistill.evaluation.kitti import evaluate_kitti
 from stereodistill.geometry.views import mirror_boxes
 from stereodistill.head.anchors import AnchorGrid
+from stereodistill.head.cells import cells_in_boxes
 from stereodistill.head.settings import DecodeSettings
-from stereodistill.params import load_params
+from stereodistill.params import load_params, read_params_yaml
 from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.checkpoint import load_student, student_model_checkpoint
 from stereodistill.student.dataset import (
@@ -137,7 +137,7 @@ def test_imitation_settings_validate_and_turn_distillation_on():
     with pytest.raises(InputError, match=r"distill\.imitation\.mode: expected one of off, bev"):
         distill_settings({"imitation": {"mode": "volume"}})
     with pytest.raises(InputError, match=r"distill\.imitation\.mode: expected a string"):
-        distill_settings({"imitation": {"mode": False}})  # YAML's bare `off`
+        distill_settings({"imitation": {"mode": False}})  # what YAML 1.1 makes of a bare `off`
     with pytest.raises(InputError, match=r"distill\.imitation\.weight"):
         distill_settings({"imitation": {"weight": -1.0}})
     with pytest.raises(InputError, match=r"distill\.imitation\.extra"):
@@ -558,7 +558,7 @@ def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeyp
         open_cache(store, grid, settings, DISTILL, split)
     open_cache(store, grid, tiny_settings(flip_probability=0.0), DISTILL, split)  # identity suffices
     monkeypatch.setattr(TeacherCache, "views", property(lambda self: ["identity", "hflip"]))
-    monkeypatch.setattr(TeacherCache, "feature_maps", property(lambda self: ()), raising=False)
+    monkeypatch.setattr(TeacherCache, "feature_maps", property(lambda self: ()))
     with pytest.raises(InputError, match=r"distill\.imitation\.mode.*cache\.features"):
         open_cache(store, grid, settings, IMITATION, split)
     open_cache(store, grid, settings, DISTILL, split)  # no imitation: the feature maps do not matter
@@ -566,7 +566,7 @@ def test_cache_validation_names_the_param(teacher_cache_setup, tmp_path, monkeyp
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
-    params = yaml.safe_load(Path(teacher_cache_setup["params_path"]).read_text())
+    params = read_params_yaml(Path(teacher_cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(tmp_path / "student"),
         "model": to_dict(TINY),
@@ -579,7 +579,7 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
             "class_agnostic": True,
         },
     }
-    params["distill"] = to_dict(DISTILL)
+    params["distill"] = to_dict(DISTILL) | {"imitation": {"mode": "bev", "weight": 1.0}}  # all three, real cache
     params["evaluate"].update(
         split="train",
         student_predictions=str(tmp_path / "pred"),
@@ -593,6 +593,10 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     assert (tmp_path / "student" / "student.pt").is_file()
     header = _log(tmp_path / "student" / "loss_log.csv")[0]
     assert {"xgd_kept_centre", "xgd_kept_size", "xgd_kept_heading"} <= set(header)
+    assert float(header["imitation"]) > 0 and float(header["xgd"]) > 0 and float(header["cld"]) > 0
+    cache = TeacherCache(teacher_cache_setup["params"]["cache"]["store"])
+    student, _ = load_student(tmp_path / "student" / "student.pt", grid=anchor_grid())
+    assert student.imitation_channels == cache.feature_channels()
     result = run_cli("student", "evaluate", "--params", path, "--no-progress")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "metrics" / "student_val.json").is_file()

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 from spconv.core import ConvAlgo
 from spconv.pytorch.conv import SparseConvolution
 from torch.utils.data import DataLoader
@@ -18,6 +17,7 @@ from stereodistill.geometry.boxes import points_in_boxes
 from stereodistill.geometry.views import mirror_boxes, mirror_points
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.settings import DecodeSettings
+from stereodistill.params import read_params_yaml
 from stereodistill.settings import load_settings
 from stereodistill.teacher.augment import rotate_z, scale
 from stereodistill.teacher.checkpoint import load_teacher, teacher_model_checkpoint
@@ -42,7 +42,7 @@ NO_AUGMENT = AugmentSettings(flip_probability=0.0, rotation=(0.0, 0.0), scale=(1
 @pytest.fixture(scope="module")
 def grid() -> AnchorGrid:
     with open("params.yaml") as f:
-        return AnchorGrid.from_params(yaml.safe_load(f)["grid"])
+        return AnchorGrid.from_params(read_params_yaml(f)["grid"])
 
 
 def _random_points(n: int, grid: AnchorGrid, seed: int = 0) -> torch.Tensor:

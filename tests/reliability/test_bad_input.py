@@ -29,7 +29,7 @@ from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.distill.settings import DistillSettings
-from stereodistill.params import Params, load_params
+from stereodistill.params import Params, load_params, read_params_yaml
 from stereodistill.settings import load_settings, to_dict
 from stereodistill.student.settings import StudentSettings
 from stereodistill.teacher.settings import TeacherSettings
@@ -215,7 +215,7 @@ def test_7_frame_without_points_runs_through_teacher_predict_and_the_cache(
     model = load_teacher(Path(setup["params"]["teacher"]["out_dir"]) / "teacher.pt", "cpu", setup["grid"])
     results = predict_to_kitti(model, split, DecodeSettings(), tmp_path / "pred", progress=False)
     assert list(results) == split.frame_ids and (tmp_path / "pred" / f"{split.frame_ids[1]}.txt").exists()
-    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params = read_params_yaml(Path(setup["params_path"]).read_text())
     params["cache"]["store"] = str(tmp_path / "cache.zarr")
     cache_teacher_from_params(parse_params(params, setup["params_path"]), progress=False)
     cache = TeacherCache(tmp_path / "cache.zarr")
@@ -243,7 +243,7 @@ def test_8_split_listing_a_frame_that_does_not_exist_names_split_file_and_frame(
 # ============================================================================================== teacher and cache
 def _params(setup: dict, tmp_path: Path, **sections: dict) -> Path:
     """The teacher-cache fixture's params with every output under ``tmp_path/out``, sections updated."""
-    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params = read_params_yaml(Path(setup["params_path"]).read_text())
     out = tmp_path / "out"
     params["cache"]["store"] = str(out / "cache.zarr")
     params["evaluate"].update(
@@ -432,7 +432,7 @@ def test_10_refused_train_student_creates_no_out_dir(run_cli, teacher_cache_setu
 # ============================================================================================== params
 def _repo_params(tmp_path: Path, dotted: str, value: Any) -> Path:
     """params.yaml with every path under ``tmp_path/out`` and ``dotted`` set to ``value``."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params_yaml((REPO / "params.yaml").read_text())
     out = tmp_path / "out"
     params["data"].update(prepared_dir=str(out / "prepared"), root=str(out / "kitti"))
     params["teacher"]["out_dir"] = str(out / "teacher")
@@ -516,6 +516,6 @@ def test_11_to_dict_round_trips_through_yaml():
         (TeacherSettings, "teacher", params.teacher),
         (DistillSettings, "distill", params.distill),
     ]:
-        plain = yaml.safe_load(yaml.safe_dump(to_dict(value)))
+        plain = read_params_yaml(yaml.safe_dump(to_dict(value)))
         assert plain == to_dict(value)
         assert load_settings(cls, plain, where) == value

@@ -38,7 +38,7 @@ from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 from stereodistill.cache.lock import lock_path
 from stereodistill.cache.run import cache_teacher_from_params
 from stereodistill.errors import OutputError
-from stereodistill.params import load_params
+from stereodistill.params import load_params, read_params_yaml
 from stereodistill.settings import to_dict
 
 EXE = Path(sys.executable).parent / "stereodistill"
@@ -255,7 +255,7 @@ def test_train_teacher_killed_at_working_events_resumes_to_the_same_epochs(
 
 
 def _student_params(cache_setup: dict, out_dir: Path) -> dict:
-    params = yaml.safe_load(Path(cache_setup["params_path"]).read_text())
+    params = read_params_yaml(Path(cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(out_dir),
         "model": dict(TINY_STUDENT_MODEL),
@@ -284,7 +284,7 @@ def test_train_student_killed_at_working_events_resumes_bitwise(teacher_cache_se
 
 # ------------------------------------------------------------------------------------------ the cache
 def _cache_params(setup: dict, store: Path, **cache: object) -> dict:
-    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params = read_params_yaml(Path(setup["params_path"]).read_text())
     params["cache"].update(store=str(store), frames_per_shard=1, **cache)
     return params
 

@@ -20,6 +20,8 @@ from click.testing import Result
 from kitti_fixtures import KittiFixture
 from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
+from stereodistill.params import read_params_yaml
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_SOURCES = sorted([*(REPO / "stereodistill").rglob("*.py"), *(REPO / "stages").glob("*.py")])
 
@@ -58,7 +60,7 @@ def test_12_the_hostile_checkpoint_really_runs_code_when_unpickled(tmp_path):
 
 
 def _params(setup: dict, tmp_path: Path) -> dict:
-    params = yaml.safe_load(Path(setup["params_path"]).read_text())
+    params = read_params_yaml(Path(setup["params_path"]).read_text())
     out = tmp_path / "out"
     params["teacher"]["out_dir"] = str(tmp_path / "teacher")
     params["teacher"]["train"].update(epochs=1, batch_size=2)
@@ -348,7 +350,7 @@ def test_14_params_paths_outside_the_project_are_allowed_and_written_exactly(
 
 
 def test_14_cache_teacher_writes_only_its_store(run_cli, teacher_cache_setup, tmp_path, monkeypatch):
-    params = yaml.safe_load(Path(teacher_cache_setup["params_path"]).read_text())
+    params = read_params_yaml(Path(teacher_cache_setup["params_path"]).read_text())
     params["cache"]["store"] = "out/cache.zarr"  # relative to the working directory
     project = tmp_path / "project"
     project.mkdir()
