@@ -15,6 +15,7 @@ from PIL import Image
 
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.cache.show import (
+    cell_feature_norms,
     cell_max_scores,
     covered_detections,
     frame_ground_truth,
@@ -298,3 +299,23 @@ def test_cli_stats_errors_name_the_problem(store, split_path, tmp_path, run_cli)
     )
     with pytest.raises(InputError, match=r"no IoU threshold for class\(es\) \['Cyclist'\]"):
         cache_stats(store, split_path, StatsOptions(iou_thresholds={"Car": 0.7, "Pedestrian": 0.5}))
+
+
+def test_feature_heat_map_lights_exactly_the_in_box_cells(store, split_path, tmp_path, run_cli):
+    cache = TeacherCache(store)
+    features = cache.read_features("000001", "hflip")
+    norms = cell_feature_norms(features, cache.grid)
+    lit = np.flatnonzero(norms.reshape(-1) > 0)
+    np.testing.assert_array_equal(lit, features.cell.numpy()[features.bev.norm(dim=1).numpy() > 0])
+    assert norms.max() == pytest.approx(1.0)
+    png = tmp_path / "features.png"
+    result = run_cli(
+        "cache", "show", store, "--frame", "000001", "--view", "hflip", "--heat", "features", "--png", png
+    )
+    assert result.exit_code == 0, result.output
+    heat = np.asarray(Image.open(png))
+    score_png = tmp_path / "score.png"
+    run_cli("cache", "show", store, "--frame", "000001", "--view", "hflip", "--png", score_png)
+    assert not np.array_equal(heat, np.asarray(Image.open(score_png)))
+    # Outside the boxes the feature map is black (the heat map's 0), so most of the picture is.
+    assert (heat.max(axis=2) == 0).mean() > 0.5

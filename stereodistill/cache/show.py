@@ -5,7 +5,9 @@ anchor grid's BEV range with ``pixels_per_cell`` pixels per grid cell and shows
 
 - a heat map of the teacher's **cell score**: ``sigmoid(max logit)`` over the cell's ``A = C * R`` anchors and
   all ``C`` classes (black 0 -> blue -> purple -> pale violet 1), one square per cell (with ``range_corners``
-  anchor placement the anchors sit up to half a cell off their square's centre);
+  anchor placement the anchors sit up to half a cell off their square's centre); or, with ``heat="features"``,
+  the L2 norm of the teacher's cached BEV feature at each in-box cell, divided by the frame's largest (black
+  elsewhere): the cells and targets of LIGA's feature imitation;
 - the teacher's detections as white rotated rectangles with a heading tick: the **covered** anchors (the only
   ones with a cached box) scored as :func:`stereodistill.head.decode.decode_frame` scores them (class-agnostic
   max sigmoid by default), above ``score_threshold``, after rotated NMS;
@@ -27,7 +29,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from stereodistill.cache.reader import CachedFrame, TeacherCache
+from stereodistill.cache.reader import CachedFeatures, CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.data.visualise import draw_bev
 from stereodistill.errors import InputError
@@ -64,6 +66,9 @@ class ShownFrame:
     notes: list[str] = field(default_factory=list)
 
 
+HEATS = ("score", "features")
+
+
 def cell_max_scores(cls_logits: Tensor, grid: AnchorGrid) -> np.ndarray:
     """``(ny, nx)`` float32: sigmoid of the largest logit over each cell's anchors and classes.
 
@@ -71,6 +76,15 @@ def cell_max_scores(cls_logits: Tensor, grid: AnchorGrid) -> np.ndarray:
     """
     per_cell = cls_logits.reshape(grid.ny, grid.nx, grid.anchors_per_cell * grid.num_classes)
     return torch.sigmoid(per_cell.float().max(dim=2).values).numpy()
+
+
+def cell_feature_norms(features: CachedFeatures, grid: AnchorGrid) -> np.ndarray:
+    """``(ny, nx)`` float32 in ``[0, 1]``: each in-box cell's feature L2 norm over the frame's largest; 0 elsewhere."""
+    norms = np.zeros(grid.ny * grid.nx, np.float32)
+    values = features.bev.float().norm(dim=1).numpy()
+    if values.size:
+        norms[features.cell.numpy()] = values / max(float(values.max()), 1e-12)
+    return norms.reshape(grid.ny, grid.nx)
 
 
 def covered_detections(cached: CachedFrame, settings: DecodeSettings = SHOW_SETTINGS) -> Detections:
@@ -151,12 +165,16 @@ def show_frame(
     prepared: str | Path | None = None,
     settings: DecodeSettings = SHOW_SETTINGS,
     pixels_per_cell: int = 4,
+    heat: str = "score",
 ) -> ShownFrame:
     """Picture frame ``frame_id`` (its id, not its index) of the cache ``store`` seen through ``view``.
 
-    ``prepared``: a prepared split (HDF5) whose labels are drawn. Raises :class:`InputError` naming an unknown
-    frame or view, or a prepared split without the frame.
+    ``prepared``: a prepared split (HDF5) whose labels are drawn; ``heat``: ``score`` or ``features`` (module
+    docstring). Raises :class:`InputError` naming an unknown frame or view, a prepared split without the frame,
+    or a store without features.
     """
+    if heat not in HEATS:
+        raise ValueError(f"heat must be one of {HEATS}, got {heat!r}")
     cache = TeacherCache(store)
     cached = cache.read(str(frame_id), view)
     grid = cache.grid
@@ -164,6 +182,9 @@ def show_frame(
     if prepared is not None:
         gt_boxes, gt_types = frame_ground_truth(PreparedSplit(prepared), cached.frame_id, view)
     scores = cell_max_scores(cached.cls_logits, grid)
+    heat_map = scores
+    if heat == "features":
+        heat_map = cell_feature_norms(cache.read_features(cached.frame_id, view), grid)
     detections = covered_detections(cached, settings)
     notes = []
     if settings.score_threshold < cached.score_floor_reached - 1e-6:
@@ -175,5 +196,5 @@ def show_frame(
         f"{cached.frame_id} {view}: {len(detections)} teacher boxes (score >= {settings.score_threshold:g})"
         + (f", {len(gt_types)} GT" if prepared is not None else "")
     )
-    image = render_bev(grid, scores, detections.boxes.numpy(), gt_boxes, gt_types, pixels_per_cell, title)
+    image = render_bev(grid, heat_map, detections.boxes.numpy(), gt_boxes, gt_types, pixels_per_cell, title)
     return ShownFrame(image, cached.frame_id, view, scores, detections, gt_boxes, gt_types, notes)

@@ -116,6 +116,14 @@ def verify(store: Path) -> None:
     "--class-aware", is_flag=True, help="Score per class and NMS per class (default: class-agnostic)."
 )
 @click.option("--pixels-per-cell", default=4, show_default=True, help="Picture pixels per grid cell.")
+@click.option(
+    "--heat",
+    type=click.Choice(["score", "features"]),
+    default="score",
+    show_default=True,
+    help="Heat map: the teacher's per-cell max score, or the norm of its cached BEV feature at the in-box cells "
+    "(the imitation's targets).",
+)
 def show(
     store: Path,
     frame_id: str,
@@ -126,6 +134,7 @@ def show(
     nms_iou: float,
     class_aware: bool,
     pixels_per_cell: int,
+    heat: str,
 ) -> None:
     """Draw a BEV picture of one cached frame: the teacher's per-cell max score as a heat map, its boxes after
     NMS (white, heading tick) and, with --prepared, the ground truth in class colours."""
@@ -135,7 +144,7 @@ def show(
     settings = DecodeSettings(
         score_threshold=score_threshold, nms_iou_threshold=nms_iou, class_agnostic=not class_aware
     )
-    shown = show_frame(store, frame_id, view, prepared, settings, pixels_per_cell)
+    shown = show_frame(store, frame_id, view, prepared, settings, pixels_per_cell, heat)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     shown.image.save(png_path)
     for note in shown.notes:
