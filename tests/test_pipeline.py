@@ -122,7 +122,12 @@ def _stages_run(output: str) -> list[str]:
 
 def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
     repo = pipeline_copy
-    for section, key, value in (("distill", "cld", {"mode": "off"}), ("student", "train", {"lr": 0.001})):
+    changes = (
+        ("distill", "cld", {"mode": "off"}),
+        ("student", "train", {"lr": 0.001}),
+        ("distill", "imitation", {"mode": "bev"}),  # trains from the cache's features alone
+    )
+    for section, key, value in changes:
         params = read_params_yaml((repo / "params.yaml").read_text())
         params[section][key].update(value)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -131,7 +136,10 @@ def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
         ran = _stages_run(_run(["dvc", "repro"], repo).stdout)
         assert ran == ["train_student", "evaluate_student"], ran
     with (repo / "models/student/loss_log.csv").open() as f:
-        assert float(next(csv.DictReader(f))["cld"]) == 0.0  # the last run had CLD off
+        first = next(csv.DictReader(f))
+    assert (
+        float(first["cld"]) == 0.0 and float(first["imitation"]) > 0.0
+    )  # the last run: CLD off, imitation on
 
 
 def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_copy):
