@@ -175,11 +175,14 @@ def kept_shares(loss_log: Path) -> dict[str, float]:
 
 
 def mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of ``values``."""
+    """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of ``values``; one value has
+    neither a std nor an interval (both ``None``)."""
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
     n = len(values)
-    half = (T_975[n - 2] if n - 1 <= len(T_975) else 1.96) * std / n**0.5 if n > 1 else float("nan")
+    if n < 2:
+        return {"mean": mean, "std": None, "ci95": None, "values": values}
+    std = statistics.stdev(values)
+    half = (T_975[n - 2] if n - 1 <= len(T_975) else 1.96) * std / n**0.5
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": values}
 
 
@@ -243,8 +246,8 @@ def summarise(
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    def cell(entry: dict[str, float]) -> str:
-        return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+    def cell(entry: dict[str, Any]) -> str:
+        return f"{entry['mean']:.2f}" if entry["std"] is None else f"{entry['mean']:.2f} ± {entry['std']:.2f}"
 
     lines = []
     for cls in CLASSES:
@@ -270,6 +273,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append("")
 
     def interval(entry: dict[str, Any]) -> str:
+        if entry["ci95"] is None:
+            return "— (one seed)"
         low, high = entry["ci95"]
         return f"[{low:+.2f}, {high:+.2f}]"
 

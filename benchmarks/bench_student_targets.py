@@ -1,6 +1,7 @@
 """Stage two's teacher targets: read from the store vs already in memory vs the teacher run online.
 
-Figures 2 and 3 of docs/BENCHMARKS.md, on the params.yaml student, distillation settings, cache and teacher:
+Figures 2 and 3 of docs/BENCHMARKS.md, on the params.yaml student, distillation settings, cache and teacher (with
+``distill.imitation.mode: bev`` the targets include the teacher's BEV features, read, held or computed alike):
 
 - **read overhead**: a training step whose teacher targets come from the Zarr store (as `train_student` runs,
   DataLoader workers as ``student.train.num_workers``) / the same step with the same targets already in memory.
@@ -33,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from stereodistill.cache.coverage import CoverageRule
-from stereodistill.cache.reader import CachedFrame, TeacherCache
-from stereodistill.cache.writer import frame_inputs, teacher_answer
+from stereodistill.cache.reader import CachedFeatures, CachedFrame, TeacherCache
+from stereodistill.cache.writer import frame_inputs, teacher_answer, teacher_bev_features
 from stereodistill.checkpoints import default_device
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.head.anchors import AnchorGrid
@@ -51,21 +52,29 @@ MODES = ("store", "memory", "online")
 
 
 class MemoryTargets:
-    """The cache's answers for every frame and view, read once into memory; ``read`` like a TeacherCache."""
+    """The cache's answers (and BEV features, when ``features``) for every frame and view, read once into memory;
+    ``read`` / ``read_features`` like a TeacherCache."""
 
-    def __init__(self, cache: TeacherCache, frame_ids: list[str], views: list[str]) -> None:
+    def __init__(self, cache: TeacherCache, frame_ids: list[str], views: list[str], features: bool) -> None:
         self.answers = {(f, v): cache.read(f, v) for f in frame_ids for v in views}
+        self.features = {(f, v): cache.read_features(f, v) for f in frame_ids for v in views if features}
 
     def read(self, frame_id: str, view: str) -> CachedFrame:
         return self.answers[(frame_id, view)]
+
+    def read_features(self, frame_id: str, view: str) -> CachedFeatures:
+        return self.features[(frame_id, view)]
 
 
 class OnlineTeacher:
     """Runs the teacher on a batch's frames and views and attaches its answers to the samples."""
 
-    def __init__(self, teacher: SecondTeacher, split: PreparedSplit, rule: CoverageRule) -> None:
+    def __init__(
+        self, teacher: SecondTeacher, split: PreparedSplit, rule: CoverageRule, feature_capacity: int | None
+    ) -> None:
         self.teacher, self.split, self.rule = teacher, split, rule
         self.anchors = teacher.grid.shared_anchors(teacher.device)
+        self.feature_capacity = feature_capacity  # None: no BEV features (no imitation)
 
     @torch.no_grad()
     def attach(self, samples: list[StudentSample]) -> list[StudentSample]:
@@ -75,16 +84,20 @@ class OnlineTeacher:
             for s in samples
         ]
         clouds = [torch.from_numpy(points).to(device) for points, _, _ in inputs]
-        out = self.teacher.head.flatten(self.teacher(clouds))
-        return [
-            dataclasses.replace(
-                s,
-                teacher=teacher_answer(
-                    out, j, boxes.to(device), classes.to(device), self.rule, self.anchors, s.frame_id, s.view
-                ),
+        features = self.teacher.features(clouds)
+        out = self.teacher.head.flatten(self.teacher.head(features))
+        attached = []
+        for j, (s, (_, boxes, classes)) in enumerate(zip(samples, inputs, strict=True)):
+            answer = teacher_answer(
+                out, j, boxes.to(device), classes.to(device), self.rule, self.anchors, s.frame_id, s.view
             )
-            for j, (s, (_, boxes, classes)) in enumerate(zip(samples, inputs, strict=True))
-        ]
+            bev = None
+            if self.feature_capacity is not None:
+                bev = teacher_bev_features(
+                    features[j], boxes, grid, self.feature_capacity, s.frame_id, s.view
+                )
+            attached.append(dataclasses.replace(s, teacher=answer, teacher_features=bev))
+        return attached
 
 
 def _sync(device: torch.device) -> None:
@@ -107,17 +120,27 @@ class Setup:
         self.cache = open_cache(params.cache.store, self.grid, self.settings, self.distill, self.split)
         self.teacher_path = Path(params.teacher.out_dir) / "teacher.pt"
         self.coverage = params.cache.coverage
+        self.imitation = self.distill.imitation.enabled
+        self.feature_capacity = params.cache.feature_capacity
+        self.scale = self.cache.feature_scale().to(self.device) if self.imitation else None
 
     def frames(self, mode: str) -> tuple[StudentFrames, OnlineTeacher | None]:
         s = self.settings
         if mode == "store":
             source: Any = self.cache
         elif mode == "memory":
-            source = MemoryTargets(self.cache, list(self.split.frame_ids), views_needed(s))
+            source = MemoryTargets(self.cache, list(self.split.frame_ids), views_needed(s), self.imitation)
         else:
             source = None
         frames = StudentFrames(
-            self.split, s.flip_probability, s.image_scale, s.seed, source, s.frame_limit, grid=self.grid
+            self.split,
+            s.flip_probability,
+            s.image_scale,
+            s.seed,
+            source,
+            s.frame_limit,
+            grid=self.grid,
+            read_features=self.imitation and source is not None,
         )
         frames.set_epoch(1)
         online = None
@@ -125,13 +148,17 @@ class Setup:
             teacher = load_teacher(self.teacher_path, self.device, self.grid)
             c = self.coverage
             online = OnlineTeacher(
-                teacher, self.split, CoverageRule(self.grid, c.iou_floor, c.score_floor, c.capacity)
+                teacher,
+                self.split,
+                CoverageRule(self.grid, c.iou_floor, c.score_floor, c.capacity),
+                self.feature_capacity if self.imitation else None,
             )
         return frames, online
 
     def student(self) -> tuple[StereoStudent, torch.optim.Optimizer]:
         torch.manual_seed(self.settings.seed)
-        model = StereoStudent(self.config, self.grid).to(self.device).train()
+        channels = self.cache.feature_channels() if self.imitation else 0
+        model = StereoStudent(self.config, self.grid, imitation_channels=channels).to(self.device).train()
         return model, torch.optim.AdamW(model.parameters(), lr=self.settings.lr)
 
     def loader(self, frames: StudentFrames) -> DataLoader:
@@ -165,7 +192,9 @@ class Mode:
         if self.online is not None:
             samples = self.online.attach(samples)
         cache = s.cache if self.mode == "store" else None
-        terms = student_losses(self.model, samples, s.settings, s.distill, s.device, cache).terms
+        terms = student_losses(
+            self.model, samples, s.settings, s.distill, s.device, cache, imitation_scale=s.scale
+        ).terms
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()

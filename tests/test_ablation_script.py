@@ -51,7 +51,8 @@ def test_mean_std_and_the_t_interval(ablation):
     assert summary["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
     five = ablation.mean_std([-2.91, -2.87, -0.09, -5.71, -0.64])
     assert five["ci95"][0] < 0 < five["ci95"][1]  # the weight-average difference of docs/RESULTS.md
-    assert math.isnan(ablation.mean_std([4.0])["ci95"][0])
+    one = ablation.mean_std([4.0])
+    assert one["mean"] == 4.0 and one["std"] is None and one["ci95"] is None  # no spread from one seed
 
 
 def test_variants_set_all_three_distill_modes(ablation, tmp_path):
