@@ -43,6 +43,11 @@ class CachedFrame:
     covered_kind: Tensor
     score_floor_reached: float
 
+    def boxes_at(self, anchor_index: Tensor) -> Tensor:
+        """The cached teacher boxes ``(M, 7)`` of ``anchor_index (M,)``, which must all be covered
+        (:meth:`TeacherCache.require_covered` checks that)."""
+        return self.boxes[torch.searchsorted(self.covered_index, anchor_index.to(torch.int64).cpu())]
+
 
 @dataclass(frozen=True)
 class CachedFeatures:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from stereodistill.distill.components import SPLITS, IouKind, Split, components
 from stereodistill.distill.pilots import component_code_mask, pilot_ious
-from stereodistill.distill.settings import DEFAULT_BETA, DEFAULT_THRESHOLDS, threshold_classes
+from stereodistill.distill.settings import DEFAULT_BETA, DEFAULT_THRESHOLDS, XgdSettings, threshold_classes
 from stereodistill.geometry.iou import iou_3d, iou_bev
 from stereodistill.head.box_coder import CODE_SIZE, encode_boxes
 from stereodistill.head.losses import sin_difference, smooth_l1
@@ -70,6 +70,30 @@ class WholeBoxOptions:
     iou: IouKind = "3d"
     thresholds: Sequence[float] | Tensor = DEFAULT_THRESHOLDS
     beta: float = DEFAULT_BETA
+
+
+def xgd_options(settings: XgdSettings) -> XgdOptions:
+    """XGD's options from ``distill.xgd``, whatever its ``mode``."""
+    return XgdOptions(
+        split=settings.split,  # type: ignore[arg-type]
+        iou=settings.iou,  # type: ignore[arg-type]
+        thresholds=settings.thresholds,
+        beta=settings.beta,
+    )
+
+
+def whole_box_options(settings: XgdSettings) -> WholeBoxOptions:
+    """The whole-box baseline's options from ``distill.xgd`` (one threshold per class), whatever its ``mode``."""
+    if isinstance(settings.thresholds, Mapping):
+        raise ValueError(
+            "distill.xgd.thresholds: per-component thresholds have no whole-box counterpart; give one per class"
+        )
+    return WholeBoxOptions(iou=settings.iou, thresholds=settings.thresholds, beta=settings.beta)  # type: ignore[arg-type]
+
+
+def mode_options(settings: XgdSettings) -> XgdOptions | WholeBoxOptions:
+    """The options the student's loss uses: XGD's for ``mode: xgd``, the whole-box rule's for ``whole_box``."""
+    return xgd_options(settings) if settings.mode == "xgd" else whole_box_options(settings)
 
 
 @dataclass(frozen=True)

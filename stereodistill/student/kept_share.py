@@ -11,7 +11,7 @@ not used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from torch import Tensor
 from stereodistill.cache.reader import CachedFrame
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.distill.settings import XgdSettings
-from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
+from stereodistill.distill.xgd import whole_box_options, xgd_loss, xgd_options
 from stereodistill.geometry.views import IDENTITY, view_ground_truth
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.head.assigner import TargetAssigner, ground_truth_from_labels
@@ -80,21 +80,6 @@ class KeptCounts:
         return out
 
 
-def xgd_options(settings: XgdSettings) -> tuple[XgdOptions, WholeBoxOptions]:
-    """XGD and whole-box options of ``distill.xgd`` (as the student's loss builds them), whatever its ``mode``."""
-    if isinstance(settings.thresholds, Mapping):
-        raise ValueError(
-            "distill.xgd.thresholds: per-component thresholds have no whole-box counterpart; give one per class"
-        )
-    xgd = XgdOptions(
-        split=settings.split,  # type: ignore[arg-type]
-        iou=settings.iou,  # type: ignore[arg-type]
-        thresholds=settings.thresholds,
-        beta=settings.beta,
-    )
-    return xgd, WholeBoxOptions(iou=settings.iou, thresholds=settings.thresholds, beta=settings.beta)  # type: ignore[arg-type]
-
-
 def frame_candidates(
     split: PreparedSplit, index: int, cache: CacheReader, assigner: TargetAssigner, view: str = IDENTITY
 ) -> Candidates:
@@ -105,9 +90,8 @@ def frame_candidates(
     anchor_index = torch.nonzero(targets.positive, as_tuple=True)[0]
     cached = cache.read(split.frame_ids[index], view)
     cache.require_covered(cached, anchor_index)
-    slot = torch.searchsorted(cached.covered_index, anchor_index)
     return Candidates(
-        teacher=cached.boxes[slot].to(torch.float32),
+        teacher=cached.boxes_at(anchor_index).to(torch.float32),
         gt=ground_truth.boxes[targets.matched_gt[anchor_index]].to(torch.float32),
         class_ids=targets.labels[anchor_index],
         anchor_index=anchor_index,
@@ -121,7 +105,7 @@ def kept_masks(
 
     ``anchors (N, 7)`` are the grid's anchors (the loss encodes its targets on them; the masks do not depend on it).
     """
-    xgd, whole_box = xgd_options(settings)
+    xgd, whole_box = xgd_options(settings), whole_box_options(settings)
     p = candidates.class_ids.shape[0]
     args = (
         torch.zeros(p, CODE_SIZE),

@@ -35,7 +35,7 @@ from stereodistill.distill.cld import (
     confident_cells,
 )
 from stereodistill.distill.imitation import imitation_loss
-from stereodistill.distill.xgd import WholeBoxOptions, XgdOptions, xgd_loss
+from stereodistill.distill.xgd import mode_options, xgd_loss
 from stereodistill.head.assigner import AssignedTargets
 from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.cells import cells_in_boxes
@@ -126,8 +126,7 @@ def student_losses(
                 raise ValueError("distillation needs samples with the teacher's cached answer")
             if cache is not None:
                 cache.require_covered(cached, idx)
-            slot = torch.searchsorted(cached.covered_index, idx.cpu())
-            teacher_boxes.append(cached.boxes[slot])
+            teacher_boxes.append(cached.boxes_at(idx))
         teacher = torch.cat(teacher_boxes).to(device=device, dtype=head.box.dtype)
         matched = targets.matched_gt[frame_of, anchor_of]
         gt_boxes = torch.cat([gts[b].boxes[matched[frame_of == b]] for b in range(len(samples))]).to(
@@ -137,11 +136,7 @@ def student_losses(
         class_ids = targets.labels[frame_of, anchor_of]
         codes = head.box[frame_of, anchor_of]
         x = distill.xgd
-        options = (
-            XgdOptions(split=x.split, iou=x.iou, thresholds=x.thresholds, beta=x.beta)  # type: ignore[arg-type]
-            if x.mode == "xgd"
-            else WholeBoxOptions(iou=x.iou, thresholds=x.thresholds, beta=x.beta)  # type: ignore[arg-type]
-        )
+        options = mode_options(x)
         result = xgd_loss(
             codes,
             teacher,
