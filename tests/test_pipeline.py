@@ -37,6 +37,7 @@ def _tiny_params() -> dict:
         bev_upsample_channels=16,
     )
     params["student"]["train"].update(TINY_STUDENT_TRAIN)
+    params["student"]["pretrain"].update(epochs=1)
     params["student"]["model"].update(TINY_STUDENT_MODEL)
     return params
 
@@ -140,6 +141,17 @@ def test_student_and_distill_params_rerun_only_the_student(pipeline_copy):
     assert (
         float(first["cld"]) == 0.0 and float(first["imitation"]) > 0.0
     )  # the last run: CLD off, imitation on
+
+
+def test_pretrain_params_rerun_the_trunk_and_the_student_only(pipeline_copy):
+    repo = pipeline_copy
+    params = read_params_yaml((repo / "params.yaml").read_text())
+    params["student"]["pretrain"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _stages_run(_run(["dvc", "repro"], repo).stdout)
+    assert ran == ["pretrain_student", "train_student", "evaluate_student"], ran
+    with (repo / "models/student_pretrain/loss_log.csv").open() as f:
+        assert {row["epoch"] for row in csv.DictReader(f)} == {"1", "2"}
 
 
 def test_changing_only_teacher_params_leaves_data_stages_alone(pipeline_copy):

@@ -569,6 +569,7 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     params = read_params_yaml(Path(teacher_cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(tmp_path / "student"),
+        "pretrain": {"epochs": 0},  # the trunk trains from scratch: no trunk.pt is read
         "model": to_dict(TINY),
         "train": to_dict(tiny_settings()),
         "decode": {

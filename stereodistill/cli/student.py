@@ -22,6 +22,19 @@ def train_student(params_path: Path, resume: bool, progress: bool) -> None:
     click.echo(f"wrote {path}")
 
 
+@click.command("pretrain-student")
+@params_option("data, grid, student")
+@resume_option("student.pretrain")
+@progress_option
+def pretrain_student(params_path: Path, resume: bool, progress: bool) -> None:
+    """Pretrain the student's stereo trunk on LiDAR depth: the trunk.pt every student starts from."""
+    from stereodistill.params import load_params
+    from stereodistill.student.pretrain import pretrain_trunk_from_params
+
+    path = pretrain_trunk_from_params(load_params(params_path), resume=resume, progress=progress)
+    click.echo(f"wrote {path}")
+
+
 @click.group("student")
 def student() -> None:
     """Evaluate stereo students."""

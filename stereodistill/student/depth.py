@@ -15,11 +15,16 @@ averaged over the pixels that have a target.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from stereodistill.student.settings import StudentConfig
 
 
 class DepthHead(nn.Module):
@@ -64,6 +69,15 @@ def depth_target_map(
     flat.scatter_reduce_(0, i[keep] * wf + j[keep], d[keep], reduce="amin")
     flat[torch.isinf(flat)] = 0.0
     return flat.view(hf, wf)
+
+
+def batch_depth_targets(rows: Sequence[np.ndarray], depth_logits: Tensor, config: StudentConfig) -> Tensor:
+    """Target depth ``(B, Hf, Wf)`` (0: none) of each sample's depth rows on the grid of ``depth_logits
+    (B, D, Hf, Wf)``, on its device (:func:`depth_target_map` with the network's stride and depth range)."""
+    stride = config.feature_stride
+    hw = (depth_logits.shape[-2] * stride, depth_logits.shape[-1] * stride)
+    depth_range = (config.depth_min, config.depth_max)
+    return torch.stack([depth_target_map(r, hw, stride, depth_range) for r in rows]).to(depth_logits.device)
 
 
 def two_hot_targets(depth: Tensor, plane_depths: Tensor) -> Tensor:

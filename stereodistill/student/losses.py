@@ -41,7 +41,7 @@ from stereodistill.head.box_coder import CODE_NAMES
 from stereodistill.head.cells import cells_in_boxes
 from stereodistill.head.losses import detection_losses
 from stereodistill.student.dataset import StudentSample, batch_inputs
-from stereodistill.student.depth import depth_loss, depth_target_map
+from stereodistill.student.depth import batch_depth_targets, depth_loss
 from stereodistill.student.model import StereoStudent
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def student_losses(
     ``imitation_scale (Ct,)`` is the cache's per-channel normaliser of the teacher's features
     (``TeacherCache.feature_scale``), needed when ``distill.imitation`` is on.
     """
-    grid, cfg = model.grid, model.config
+    grid = model.grid
     inputs = batch_inputs(
         [s.left for s in samples], [s.right for s in samples], [s.calib for s in samples], device
     )
@@ -104,13 +104,7 @@ def student_losses(
         dir_weight=w["dir"],
     )
     loc_codes = dict(zip(LOC_CODE_COLUMNS, terms.pop("loc_codes").unbind(), strict=True))
-    padded_hw = tuple(inputs.left.shape[-2:])
-    depth_target = torch.stack(
-        [
-            depth_target_map(s.depth, padded_hw, cfg.feature_stride, (cfg.depth_min, cfg.depth_max))
-            for s in samples
-        ]
-    ).to(device)
+    depth_target = batch_depth_targets([s.depth for s in samples], out.depth_logits, model.config)
     terms["depth"] = w["depth"] * depth_loss(out.depth_logits, depth_target, model.plane_depths)
     zero = terms["depth"].new_zeros(())
     terms["xgd"], terms["cld"], terms["imitation"] = zero, zero, zero

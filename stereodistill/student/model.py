@@ -36,6 +36,16 @@ from stereodistill.student.depth import DepthHead, soft_argmin_depth
 from stereodistill.student.lifting import VoxelLifter, plane_depths
 from stereodistill.student.settings import StudentConfig
 
+# The stereo trunk: what turns a stereo pair into depth. Depth pretraining (student/pretrain.py) trains these
+# modules alone, and a student starts from their pretrained weights.
+TRUNK_MODULES = ("features", "aggregation", "depth_head")
+
+
+class StereoOutput(NamedTuple):
+    cost_features: Tensor  # (B, cost_channels, D, Hf, Wf)
+    depth_logits: Tensor  # (B, D, Hf, Wf)
+    semantic: Tensor  # (B, semantic_channels, Hf, Wf), left image
+
 
 class StudentOutput(NamedTuple):
     head: HeadOutput  # dense (B, A*K, ny, nx)
@@ -143,7 +153,8 @@ class StereoStudent(nn.Module):
             nn.Conv2d(config.bev_channels, imitation_channels, 1) if imitation_channels > 0 else None
         )
 
-    def forward(self, left: Tensor, right: Tensor, P2: Tensor, baseline: Tensor) -> StudentOutput:
+    def stereo(self, left: Tensor, right: Tensor, P2: Tensor, baseline: Tensor) -> StereoOutput:
+        """The stereo trunk alone (:data:`TRUNK_MODULES`): images -> cost features, plane logits, semantic."""
         b = left.shape[0]
         if right.shape != left.shape:
             raise ValueError(
@@ -156,12 +167,14 @@ class StereoStudent(nn.Module):
         cfg = self.config
         both = self.features(torch.cat([left, right], dim=0))
         left_stereo, right_stereo = both.stereo[:b], both.stereo[b:]
-        semantic = both.semantic[:b]
         focal_baseline = P2[:, 0, 0].to(left_stereo.dtype) * baseline.to(left_stereo.dtype)
         disparities = plane_disparities(focal_baseline, self.plane_depths, cfg.feature_stride)
         cost = build_cost_volume(left_stereo, right_stereo, disparities, cfg.cost_volume, cfg.gwc_groups)
         cost_features = self.aggregation(cost)
-        depth_logits = self.depth_head(cost_features)
+        return StereoOutput(cost_features, self.depth_head(cost_features), both.semantic[:b])
+
+    def forward(self, left: Tensor, right: Tensor, P2: Tensor, baseline: Tensor) -> StudentOutput:
+        cost_features, depth_logits, semantic = self.stereo(left, right, P2, baseline)
         depth = soft_argmin_depth(depth_logits, self.plane_depths)
         voxels = self.lifter(cost_features, depth_logits, semantic, P2, self.plane_depths)
         volume = self.height_pool(self.volume_conv(voxels))

@@ -10,6 +10,7 @@ from stereodistill.checkpoints import default_device
 from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
+from stereodistill.student.pretrain import trunk_path
 from stereodistill.student.train import train_student
 
 
@@ -37,7 +38,9 @@ def train_student_from_params(
 ) -> Path:
     """Train the student on ``{data.prepared_dir}/train.h5`` into ``student.out_dir`` (see ``train_student``).
 
-    The teacher cache ``cache.store`` is opened only when ``distill`` turns XGD, CLD or the imitation on.
+    The teacher cache ``cache.store`` is opened only when ``distill`` turns XGD, CLD or the imitation on. The
+    network starts from the pretrained trunk (:func:`~stereodistill.student.pretrain.trunk_path`) unless
+    ``student.pretrain.epochs`` is 0.
     """
     student = params.student
     cache_path = None
@@ -56,4 +59,6 @@ def train_student_from_params(
         restart_on_mismatch=restart_on_mismatch,
         device=default_device(),
         progress=progress,
+        trunk=trunk_path(params) if student.pretrain.epochs > 0 else None,
+        pretrain=student.pretrain,
     )

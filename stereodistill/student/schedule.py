@@ -6,10 +6,12 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stereodistill.student.settings import StudentTrainSettings
+    from stereodistill.student.settings import StudentPretrainSettings, StudentTrainSettings
 
 
-def lr_factor(step: int, steps_per_epoch: int, settings: StudentTrainSettings) -> float:
+def lr_factor(
+    step: int, steps_per_epoch: int, settings: StudentTrainSettings | StudentPretrainSettings
+) -> float:
     """Multiplier of ``settings.lr`` at optimiser step ``step`` (0-based)."""
     warmup = settings.warmup_epochs * steps_per_epoch
     if step < warmup:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from stereodistill.head.settings import DecodeSettings
 from stereodistill.settings import OMIT_AT_DEFAULT, fail
@@ -179,10 +180,47 @@ class StudentTrainSettings:
 
 
 @dataclass(frozen=True)
+class StudentPretrainSettings:
+    """``student.pretrain``: the stereo trunk's depth pretraining (stereodistill/student/pretrain.py).
+
+    The images it sees are the student's: ``student.train.image_scale``, ``flip_probability`` and ``num_workers``
+    apply. The learning rate warms up from ``lr * warmup_factor`` over ``warmup_epochs``, then follows a cosine to
+    ``lr * min_lr_ratio``. ``epochs: 0`` pretrains nothing: every student then trains its trunk from scratch.
+    """
+
+    out_dir: str = "models/student_pretrain"  # checkpoint.pt (every epoch), trunk.pt (finished), loss_log.csv
+    epochs: int = 60
+    batch_size: int = 2
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.1
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 10.0
+    seed: int = (
+        0  # the trunk's initial weights and the frame order; one pretrained trunk serves every student seed
+    )
+    schedule: ClassVar[str] = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            fail("epochs", f"must be >= 0 (0: no pretraining), got {self.epochs}")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            fail("lr", f"must be > 0, got {self.lr}")
+        if self.warmup_epochs < 0:
+            fail("warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.warmup_factor <= 1:
+            fail("warmup_factor", f"need 0 < warmup_factor <= 1, got {self.warmup_factor}")
+
+
+@dataclass(frozen=True)
 class StudentSettings:
     """The ``student`` section."""
 
     out_dir: str = "models/student"  # checkpoint.pt, student.pt, loss_log.csv
+    pretrain: StudentPretrainSettings = StudentPretrainSettings()
     model: StudentConfig = StudentConfig()
     train: StudentTrainSettings = StudentTrainSettings()
     decode: DecodeSettings = DecodeSettings()

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from stereodistill.cache.ranks import current_ranks
+from stereodistill.cache.store import file_sha256
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
 from stereodistill.distill.settings import DistillSettings
 from stereodistill.errors import InputError
@@ -38,10 +39,11 @@ from stereodistill.student.dataset import StudentFrames, collate_samples
 from stereodistill.student.loss_log import log_columns, step_row
 from stereodistill.student.losses import LOSS_TERMS, student_losses
 from stereodistill.student.model import StereoStudent
+from stereodistill.student.pretrain import load_trunk, trunk_recipe
 from stereodistill.student.ranks import epoch_indices, rank_mean
 from stereodistill.student.resnet import load_imagenet_weights
 from stereodistill.student.schedule import lr_factor, regression_factor
-from stereodistill.student.settings import StudentConfig, StudentTrainSettings
+from stereodistill.student.settings import StudentConfig, StudentPretrainSettings, StudentTrainSettings
 from stereodistill.student.teacher_cache import open_cache
 from stereodistill.training.run import TrainingRun, run_identity
 
@@ -63,8 +65,13 @@ def train_student(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     restart_on_mismatch: bool = False,
+    trunk: str | Path | None = None,
+    pretrain: StudentPretrainSettings | None = None,
 ) -> Path:
     """Train and return the path of ``student.pt`` (see the module docstring).
+
+    ``trunk`` is a ``trunk.pt`` pretrained with ``pretrain`` (:mod:`stereodistill.student.pretrain`) that the
+    network starts from; its sha256 joins the run's identity.
 
     ``cache_path`` is needed (and validated) only when ``distill`` enables XGD, CLD or the imitation. The
     checkpoint records the grid, network, training and distillation settings, a fingerprint of the training code,
@@ -93,6 +100,8 @@ def train_student(
     # Before the first step, so a wrong file fails at once (a resumed run then loads its checkpoint over it).
     if config.pretrained is not None:
         load_imagenet_weights(model.features.trunk, config.pretrained)
+    if trunk is not None:
+        load_trunk(model, trunk, trunk_recipe(config, pretrain or StudentPretrainSettings(), settings))
     model = model.to(device)
     network: torch.nn.Module = model
     if ranks.world > 1:
@@ -129,6 +138,7 @@ def train_student(
         data_digest,
         distill=distill,
         cache=None if cache is None else cache.identity,
+        trunk=None if trunk is None else file_sha256(trunk),
     )
     run = TrainingRun(
         MODEL_KIND,
