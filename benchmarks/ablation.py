@@ -24,8 +24,9 @@ a rerun skips finished runs and resumes interrupted ones from their last epoch c
 averaged weights (what ``student.pt`` holds) and ``metrics_raw.json`` with the last weights (the training
 checkpoint's), so one set of runs measures what the average does, paired by seed.
 
-Stage one must be current: the script first runs ``dvc repro cache_teacher evaluate_teacher`` (a no-op when the
-pipeline is up to date; ``--no-repro`` skips it).
+Stage one and the students' pretrained trunk must be current: the script first runs ``dvc repro cache_teacher
+evaluate_teacher pretrain_student`` (a no-op when the pipeline is up to date; ``--no-repro`` skips it). Every run
+starts from that one trunk (``student.pretrain``), so the variants of a seed share it with their initial weights.
 
     python benchmarks/ablation.py [--epochs 12] [--seeds 0 1 2] [--variants ...] [--set KEY=VALUE ...] \
         [--jobs 2] [--threads 1] [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md]
@@ -328,7 +329,7 @@ def main() -> int:
     base = apply_overrides(read_params_yaml(Path(args.params).read_text()), args.overrides)
     parse_params(base)  # a bad params file or override fails here, before any run
     if not args.no_repro:
-        subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher"], check=True)
+        subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher", "pretrain_student"], check=True)
     # Seed-major order: after the first len(variants) runs every variant has a result.
     runs = [
         Run(
