@@ -580,7 +580,8 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
             "class_agnostic": True,
         },
     }
-    params["distill"] = to_dict(DISTILL) | {"imitation": {"mode": "bev", "weight": 1.0}}  # all three, real cache
+    # all three, real cache
+    params["distill"] = to_dict(DISTILL) | {"imitation": {"mode": "bev", "weight": 1.0}}
     params["evaluate"].update(
         split="train",
         student_predictions=str(tmp_path / "pred"),
