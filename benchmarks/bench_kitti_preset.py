@@ -1,4 +1,4 @@
-"""The ``kitti`` preset end to end on synthetic frames: wall time per frame and peak RSS of each of the seven stages.
+"""The ``kitti`` preset end to end on synthetic frames: wall time per frame and peak RSS of each of the eight stages.
 
 Writes ``--workdir/params.yaml`` derived from docs/presets/params.kitti.yaml (:func:`kitti_run_params`): LIGA's
 304 x 288 grid, full-resolution 1242 x 375 images and 72 planes are kept; the data is ``--frames`` synthetic
@@ -89,6 +89,7 @@ def frames_per_stage(workdir: Path, params: dict[str, Any]) -> dict[str, int]:
         "train_teacher": train,
         "evaluate_teacher": evaluated,
         "cache_teacher": cached,
+        "pretrain_student": train,
         "train_student": train,
         "evaluate_student": evaluated,
     }

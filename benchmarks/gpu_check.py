@@ -86,6 +86,7 @@ class Sizes:
     ablation_seeds: tuple[int, ...]
     ablation_variants: tuple[str, ...] | None  # None: every variant of benchmarks/ablation.py
     teacher_epochs: int | None  # None: params.yaml's teacher.train.epochs
+    pretrain_epochs: int | None  # None: params.yaml's student.pretrain.epochs (the students' trunk)
     # Seconds each step is expected to need (the budget skips a step with less time left).
     estimates: dict[str, float] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ GPU_SIZES = Sizes(
     ablation_seeds=(0, 1, 2),
     ablation_variants=None,
     teacher_epochs=None,
+    pretrain_epochs=None,
     estimates={
         "spconv_check": 5,
         "data": 40,
@@ -123,6 +125,7 @@ SMALL_SIZES = Sizes(
     ablation_seeds=(0,),
     ablation_variants=("xgd_cld",),
     teacher_epochs=1,
+    pretrain_epochs=1,
     estimates={
         "spconv_check": 2,
         "data": 10,
@@ -220,6 +223,7 @@ def preset_mapping(preset: str, work: Path, overrides: dict[str, Any] | None = N
     params["teacher"]["out_dir"] = str(root / "teacher")
     params["cache"]["store"] = str(root / "teacher_cache.zarr")
     params["student"]["out_dir"] = str(root / "student")
+    params["student"].setdefault("pretrain", {})["out_dir"] = str(root / "student_pretrain")
     for key in ("teacher_predictions", "teacher_metrics", "student_predictions", "student_metrics"):
         params["evaluate"][key] = str(root / "evaluate" / Path(params["evaluate"][key]).name)
     for section, values in (overrides or {}).items():
@@ -536,6 +540,7 @@ def ddp_run(work: Path, procs: int, cpus: int) -> dict[str, Any]:
     train["batch_size"] = max(1, min(train["batch_size"], frames // (2 * procs)))  # tiny sets: batch 1
     train["frame_limit"] = 2 * procs * train["batch_size"]
     params["student"]["out_dir"] = str(work / "ddp/student")
+    params["student"]["pretrain"]["epochs"] = 0  # the step's cost, from a trunk trained from scratch
     params_path = work / "ddp/params.yaml"
     params_path.parent.mkdir(parents=True, exist_ok=True)
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -577,6 +582,7 @@ def ablation(
     from ablation import VARIANTS, Run, ap, execute, run_params
 
     from stereodistill.params import parse_params
+    from stereodistill.student.pretrain import pretrain_trunk_from_params
     from stereodistill.teacher.checkpoint import load_teacher
     from stereodistill.teacher.run import train_teacher_from_params
 
@@ -585,6 +591,8 @@ def ablation(
     base["cache"]["store"] = str(work / "ablation/teacher_cache.zarr")
     if sizes.teacher_epochs is not None:
         base["teacher"]["train"]["epochs"] = sizes.teacher_epochs
+    if sizes.pretrain_epochs is not None:
+        base["student"]["pretrain"]["epochs"] = sizes.pretrain_epochs
     if device != "cpu":  # the teacher's augmentation on CPU workers while the GPU trains
         base["teacher"]["train"]["num_workers"] = min(8, cpus - 1)
     params = parse_params(base)
@@ -603,6 +611,9 @@ def ablation(
     t1 = time.perf_counter()
     write_store(load_teacher(checkpoint, device), params, checkpoint, device, params.cache.batch_size)
     result["cache_s"] = round(time.perf_counter() - t1, 2)
+    t2 = time.perf_counter()
+    pretrain_trunk_from_params(params, progress=False)  # the trunk every student run starts from
+    result["pretrain_s"] = round(time.perf_counter() - t2, 2)
     report.record("ablation", {"status": "running", **result})
     threads = torch.get_num_threads() if device != "cpu" else max(1, cpus)
     last = 0.0

@@ -1,7 +1,7 @@
 """The tiny stereo student the tests build and train (seconds on a CPU), defined once.
 
-``TINY_STUDENT_MODEL`` and ``TINY_STUDENT_TRAIN`` are params sections (``student.model`` / ``student.train``,
-lists as in params.yaml) for tests that write a params file; :func:`tiny_student` is the same model as a
+``TINY_STUDENT_MODEL``, ``TINY_STUDENT_TRAIN`` and ``NO_PRETRAINING`` are params sections (``student.model`` /
+``student.train`` / ``student.pretrain``, lists as in params.yaml) for tests that write a params file; :func:`tiny_student` is the same model as a
 ``StudentConfig``. A test that needs other values overrides only those.
 """
 
@@ -30,6 +30,9 @@ TINY_STUDENT_MODEL: dict[str, Any] = {
 
 # One short epoch on quarter-size images.
 TINY_STUDENT_TRAIN: dict[str, Any] = {"epochs": 1, "batch_size": 2, "image_scale": 4}
+
+# The trunk trains from scratch: a test that does not test pretraining needs no trunk.pt.
+NO_PRETRAINING: dict[str, Any] = {"epochs": 0}
 
 
 def tiny_student(**overrides: Any) -> StudentConfig:

@@ -20,6 +20,7 @@ STAGES = [
     "train_teacher",
     "evaluate_teacher",
     "cache_teacher",
+    "pretrain_student",
     "train_student",
     "evaluate_student",
 ]

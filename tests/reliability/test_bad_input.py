@@ -25,7 +25,7 @@ import zarr
 from click.testing import Result
 from kitti_fixtures import KittiFixture, _image
 from PIL import Image
-from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
+from student_fixtures import NO_PRETRAINING, TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.data.prepared import PreparedSplit
 from stereodistill.distill.settings import DistillSettings
@@ -255,6 +255,7 @@ def _params(setup: dict, tmp_path: Path, **sections: dict) -> Path:
     )
     params["student"].update(
         out_dir=str(out / "student"),
+        pretrain=dict(NO_PRETRAINING),
         model=dict(TINY_STUDENT_MODEL),
         train={**params["student"]["train"], **TINY_STUDENT_TRAIN, "frame_limit": 2},
     )

@@ -33,7 +33,7 @@ import torch
 import yaml
 import zarr
 from cache_fixtures import SMALL, anchor_grid, assert_stores_equal, store_arrays
-from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
+from student_fixtures import NO_PRETRAINING, TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.cache.lock import lock_path
 from stereodistill.cache.run import cache_teacher_from_params
@@ -258,6 +258,7 @@ def _student_params(cache_setup: dict, out_dir: Path) -> dict:
     params = read_params_yaml(Path(cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(out_dir),
+        "pretrain": dict(NO_PRETRAINING),
         "model": dict(TINY_STUDENT_MODEL),
         "train": {**TINY_STUDENT_TRAIN, "epochs": 3, "seed": 3, "lr": 0.01},
     }

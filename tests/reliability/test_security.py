@@ -18,7 +18,7 @@ import yaml
 import zarr
 from click.testing import Result
 from kitti_fixtures import KittiFixture
-from student_fixtures import TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
+from student_fixtures import NO_PRETRAINING, TINY_STUDENT_MODEL, TINY_STUDENT_TRAIN
 
 from stereodistill.params import read_params_yaml
 
@@ -64,7 +64,9 @@ def _params(setup: dict, tmp_path: Path) -> dict:
     out = tmp_path / "out"
     params["teacher"]["out_dir"] = str(tmp_path / "teacher")
     params["teacher"]["train"].update(epochs=1, batch_size=2)
-    params["student"].update(out_dir=str(tmp_path / "student"), model=dict(TINY_STUDENT_MODEL))
+    params["student"].update(
+        out_dir=str(tmp_path / "student"), pretrain=dict(NO_PRETRAINING), model=dict(TINY_STUDENT_MODEL)
+    )
     params["student"]["train"].update(TINY_STUDENT_TRAIN, frame_limit=2)
     params["distill"]["xgd"]["mode"] = params["distill"]["cld"]["mode"] = "off"  # GT only: no cache needed
     params["cache"]["store"] = str(out / "cache.zarr")
