@@ -158,7 +158,7 @@ def test_zero_epochs_writes_an_empty_trunk_and_students_train_from_scratch(synth
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
-def test_cli_pretrains_then_trains_from_the_trunk(synthetic_train_split, tmp_path, run_cli):
+def test_cli_pretrains_then_trains_from_the_trunk(synthetic_train_split, tmp_path, run_cli, monkeypatch):
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["data"]["prepared_dir"] = str(Path(synthetic_train_split).parent)
     params["student"].update(
@@ -178,5 +178,8 @@ def test_cli_pretrains_then_trains_from_the_trunk(synthetic_train_split, tmp_pat
     assert (tmp_path / "pretrain" / "trunk.pt").is_file()
     result = run_cli("train-student", "--params", path, "--no-progress")
     assert result.exit_code == 0, result.output
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = run_cli("pretrain-student", "--params", path, "--no-progress")
+    assert result.exit_code != 0 and "without torchrun" in result.output
     student = torch.load(tmp_path / "student" / "student.pt", weights_only=True)
     assert student["kind"] == "student"

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from cache_fixtures import anchor_grid
-from student_fixtures import TINY_STUDENT_TRAIN, tiny_student
+from student_fixtures import NO_PRETRAINING, TINY_STUDENT_TRAIN, tiny_student
 
 from stereodistill.cache.reader import TeacherCache
 from stereodistill.checkpoints import save_atomic
@@ -569,7 +569,7 @@ def test_cli_trains_and_evaluates(teacher_cache_setup, tmp_path, run_cli):
     params = read_params_yaml(Path(teacher_cache_setup["params_path"]).read_text())
     params["student"] = {
         "out_dir": str(tmp_path / "student"),
-        "pretrain": {"epochs": 0},  # the trunk trains from scratch: no trunk.pt is read
+        "pretrain": dict(NO_PRETRAINING),
         "model": to_dict(TINY),
         "train": to_dict(tiny_settings()),
         "decode": {
@@ -624,6 +624,7 @@ def test_two_torchrun_ranks_train_one_step_each(synthetic_train_split, tmp_path)
         "grid": anchor_grid().to_dict(),
         "student": {
             "out_dir": str(tmp_path / "student"),
+            "pretrain": dict(NO_PRETRAINING),
             "model": to_dict(TINY),
             "train": to_dict(tiny_settings(batch_size=1, frame_limit=2)),
         },

@@ -28,6 +28,10 @@ def train_student(params_path: Path, resume: bool, progress: bool) -> None:
 @progress_option
 def pretrain_student(params_path: Path, resume: bool, progress: bool) -> None:
     """Pretrain the student's stereo trunk on LiDAR depth: the trunk.pt every student starts from."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
+        raise click.UsageError("pretrain-student runs in one process: start it without torchrun")
     from stereodistill.params import load_params
     from stereodistill.student.pretrain import pretrain_trunk_from_params
 
