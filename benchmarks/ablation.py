@@ -1,4 +1,4 @@
-"""The distillation ablation: five students x three seeds on one teacher cache, reported as mean +- std.
+"""The distillation ablation: students of each variant x seeds on one teacher cache, paired by seed.
 
 Variants (``distill`` section overrides; everything else comes from params.yaml):
 
@@ -11,11 +11,12 @@ Variants (``distill`` section overrides; everything else comes from params.yaml)
     imitation_xgd_cld  xgd xgd,       cld diagonal, imitation bev   StereoDistill with LIGA's imitation
 
 The first five are the default (``--variants``); the two imitation variants run when named and need a cache that
-holds the teacher's BEV features (``--set cache.features=[bev]``).
+holds the teacher's BEV features (``cache.features: [bev]``, params.yaml's default).
 
 Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mode=...
--S distill.imitation.mode=... -S student.train.seed=...`` would train (the same library calls as the train_student / evaluate_student stages), with the ablation preset's
-schedule (``--epochs``, default 12 instead of params.yaml's 24, so 15 runs fit in 2 hours on 2 CPU cores).
+-S distill.imitation.mode=... -S student.train.seed=...`` would train (the same library calls as the
+train_student / evaluate_student stages), with the ablation's schedule (``--epochs``, default 12 instead of
+params.yaml's 24: half the cost per run, docs/BENCHMARKS.md "The ablation's runs").
 Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
 a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint.
 
@@ -29,7 +30,15 @@ evaluate_teacher pretrain_student`` (a no-op when the pipeline is up to date; ``
 starts from that one trunk (``student.pretrain``), so the variants of a seed share it with their initial weights.
 
     python benchmarks/ablation.py [--epochs 12] [--seeds 0 1 2] [--variants ...] [--set KEY=VALUE ...] \
-        [--jobs 2] [--threads 1] [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md]
+        [--jobs 2] [--threads 1] [--out ablation] [--json docs/ablation.json] [--markdown ablation/results.md] \
+        [--figure docs/ablation_gains.png]
+
+The summary (``--json``, ``--markdown``): per variant and class, 3D and BEV AP R40 (strict) mean, std, 95 % CI and
+per-seed values; each variant's paired Car 3D moderate gain over gt_only (and over imitation, when it ran); the
+paired contrasts of :data:`CONTRASTS` (XGD against the whole-box rule, XGD+CLD against each loss alone, ...);
+every gain as ``{"mean", "std", "ci95", "p", "values"}`` (Student's t over seeds, two-sided p of a zero mean); XGD's
+kept share per component; minutes per run. ``--figure`` draws the paired gains (needs matplotlib: ``pip install
+-e ".[plots]"``).
 
 Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
 """
@@ -40,6 +49,7 @@ import argparse
 import copy
 import csv
 import json
+import math
 import multiprocessing
 import statistics
 import subprocess
@@ -64,6 +74,14 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 # What a plain run trains: the response-distillation ablation (the imitation variants need a cache with features).
 DEFAULT_VARIANTS = ("gt_only", "whole_box", "xgd", "cld", "xgd_cld")
+# Paired Car 3D moderate differences reported besides each variant's gain over gt_only: (variant, baseline).
+CONTRASTS = (
+    ("xgd", "whole_box"),
+    ("xgd_cld", "xgd"),
+    ("xgd_cld", "cld"),
+    ("imitation_xgd_cld", "imitation"),
+    ("imitation_xgd_cld", "xgd_cld"),
+)
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 METRICS = ("3d", "bev")
 DIFFICULTIES = ("easy", "moderate", "hard")
@@ -78,8 +96,47 @@ class Run:
     threads: int
 
 
-# Two-sided 95 % critical values of Student's t, by degrees of freedom (1-10); beyond, 1.96 is within 0.3 %.
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """``I_x(a, b)``, by the continued fraction of the incomplete beta function (modified Lentz), which converges
+    fast for ``x < (a + 1) / (a + b + 2)``; beyond it, the symmetry ``I_x(a, b) = 1 - I_{1-x}(b, a)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - regularized_incomplete_beta(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom: ``P(|T| >= |t|)``."""
+    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_critical_975(df: int) -> float:
+    """The two-sided 95 % critical value of Student's t (``P(|T| >= t) = 0.05``), by bisection."""
+    low, high = 0.0, 1000.0
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if t_two_sided_p(mid, df) > 0.05 else (low, mid)
+    return (low + high) / 2.0
 
 
 def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -176,15 +233,16 @@ def kept_shares(loss_log: Path) -> dict[str, float]:
 
 
 def mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean, sample std and the 95 % confidence interval of the mean (Student's t) of ``values``; one value has
-    neither a std nor an interval (both ``None``)."""
+    """Mean, sample std, the 95 % confidence interval of the mean (Student's t) and the two-sided p-value of a
+    zero mean (one-sample t-test) of ``values``; one value has neither a std, an interval nor a p (``None``)."""
     mean = statistics.fmean(values)
     n = len(values)
     if n < 2:
-        return {"mean": mean, "std": None, "ci95": None, "values": values}
+        return {"mean": mean, "std": None, "ci95": None, "p": None, "values": values}
     std = statistics.stdev(values)
-    half = (T_975[n - 2] if n - 1 <= len(T_975) else 1.96) * std / n**0.5
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": values}
+    half = t_critical_975(n - 1) * std / n**0.5
+    p = t_two_sided_p(mean / (std / n**0.5), n - 1) if std > 0 else (1.0 if mean == 0 else 0.0)
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "p": p, "values": values}
 
 
 def summarise(
@@ -232,12 +290,22 @@ def summarise(
             "xgd_kept_share": {n: mean_std([k[n] for _, k, _ in per_seed]) for n in kept_names},
             "run_seconds": [s for _, _, s in per_seed],
         }
-    base = summary["variants"]["gt_only"]["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"]
-    for entry in summary["variants"].values():
-        values = entry["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"]
-        entry["car_3d_moderate_gain_over_gt_only"] = mean_std(
-            [v - b for v, b in zip(values, base, strict=True)]
-        )
+    moderate = {
+        v: e["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"] for v, e in summary["variants"].items()
+    }
+
+    def gain(variant: str, baseline: str) -> dict[str, Any]:
+        return mean_std([v - b for v, b in zip(moderate[variant], moderate[baseline], strict=True)])
+
+    for variant, entry in summary["variants"].items():
+        entry["car_3d_moderate_gain_over_gt_only"] = gain(variant, "gt_only")
+        if "imitation" in summary["variants"]:
+            entry["car_3d_moderate_gain_over_imitation"] = gain(variant, "imitation")
+    summary["contrasts"] = {
+        f"car_3d_moderate_gain_{variant}_over_{baseline}": gain(variant, baseline)
+        for variant, baseline in CONTRASTS
+        if variant in summary["variants"] and baseline in summary["variants"]
+    }
     teacher = json.loads(teacher_metrics.read_text())
     summary["teacher_ap_r40_strict"] = {
         cls: {metric: {d: ap(teacher, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
@@ -283,8 +351,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "**Car 3D moderate**: per seed, with the last (not averaged) weights where the runs average them, and the "
         "gain over gt_only (paired by seed, 95 % CI of the mean); **XGD kept-positive share** (mean over steps)",
         "",
-        "| variant | per seed | last weights | gain (mean ± std) | gain 95 % CI | kept share | minutes per run |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | per seed | last weights | gain (mean ± std) | gain 95 % CI | p | kept share | minutes per run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, entry in summary["variants"].items():
         gain = entry["car_3d_moderate_gain_over_gt_only"]
@@ -295,9 +363,81 @@ def markdown(summary: dict[str, Any]) -> str:
         raw = entry["car_3d_moderate_last_weights"]
         last = "—" if raw is None else f"{cell(raw)} ({', '.join(f'{v:.2f}' for v in raw['values'])})"
         lines.append(
-            f"| {variant} | {per_seed} | {last} | {cell(gain)} | {interval(gain)} | {kept} | {minutes:.1f} |"
+            f"| {variant} | {per_seed} | {last} | {cell(gain)} | {interval(gain)} | {p_value(gain)} | {kept} "
+            f"| {minutes:.1f} |"
         )
+    if summary["contrasts"]:
+        lines += [
+            "",
+            "**Paired contrasts**, Car 3D moderate (same seeds, 95 % CI of the mean, two-sided p of a zero mean)",
+            "",
+            "| contrast | mean ± std | 95 % CI | p |",
+            "|---|---|---|---|",
+        ]
+        for name, entry in summary["contrasts"].items():
+            label = name.removeprefix("car_3d_moderate_gain_").replace("_over_", " − ")
+            lines.append(f"| {label} | {cell(entry)} | {interval(entry)} | {p_value(entry)} |")
     return "\n".join(lines) + "\n"
+
+
+def p_value(entry: dict[str, Any]) -> str:
+    return "—" if entry["p"] is None else f"{entry['p']:.3f}"
+
+
+def paired_gains(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The figure's rows, top to bottom: each variant's gain over gt_only, then the contrasts."""
+    rows = [
+        (f"{variant} − gt_only", entry["car_3d_moderate_gain_over_gt_only"])
+        for variant, entry in summary["variants"].items()
+        if variant != "gt_only"
+    ]
+    rows += [
+        (name.removeprefix("car_3d_moderate_gain_").replace("_over_", " − "), entry)
+        for name, entry in summary["contrasts"].items()
+    ]
+    return rows
+
+
+def write_figure(summary: dict[str, Any], path: Path) -> None:
+    """A PNG of the per-seed paired gains (dots), their mean (bar) and 95 % CI (whiskers), one row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = paired_gains(summary)
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.4), dpi=120)
+    for y, (_, entry) in enumerate(rows):
+        values = entry["values"]
+        offsets = [0.18 * ((i % 5) - 2) / 2 for i in range(len(values))]  # spread the dots of one row
+        ax.scatter(values, [y + o for o in offsets], s=12, color="0.55", zorder=2)
+        if entry["ci95"] is not None:
+            low, high = entry["ci95"]
+            color = "tab:blue" if low > 0 or high < 0 else "tab:orange"
+            ax.errorbar(
+                entry["mean"],
+                y,
+                xerr=[[entry["mean"] - low], [high - entry["mean"]]],
+                fmt="none",
+                ecolor=color,
+                elinewidth=2,
+                capsize=4,
+                zorder=3,
+            )
+        ax.plot([entry["mean"]] * 2, [y - 0.3, y + 0.3], color="black", linewidth=2, zorder=4)
+    ax.axvline(0.0, color="0.3", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference, Car 3D moderate AP R40 (strict)")
+    ax.set_title(
+        f"Paired gains over {len(summary['seeds'])} seeds: mean (bar), 95 % CI (blue: excludes 0), seeds (dots)",
+        fontsize=9,
+    )
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -321,6 +461,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("ablation"))
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
+    parser.add_argument(
+        "--figure", type=Path, help="write the paired-gain figure (PNG, needs matplotlib) here"
+    )
     parser.add_argument("--no-repro", action="store_true", help="do not bring stage one up to date first")
     args = parser.parse_args()
 
@@ -372,6 +515,8 @@ def main() -> int:
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table)
+    if args.figure:
+        write_figure(summary, args.figure)
     return 0
 
 

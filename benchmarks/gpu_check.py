@@ -378,10 +378,19 @@ def make_data(work: Path, presets: list[str], sizes: Sizes, cpus: int) -> dict[s
         synth = params.data.synth
         frames = sizes.kitti_frames if preset == "kitti" else (sizes.default_frames or synth.frames)
         val_fraction = 0.0 if preset == "kitti" else synth.val_fraction
+        extra_val_frames = 0 if preset == "kitti" or sizes.default_frames else synth.extra_val_frames
         splits = ["train"] if preset == "kitti" else list(params.data.splits)
         t0 = time.perf_counter()
         generate_dataset(
-            synth.out, frames, synth.seed, preset, val_fraction, overwrite=True, progress=False, workers=cpus
+            synth.out,
+            frames,
+            synth.seed,
+            preset,
+            val_fraction,
+            overwrite=True,
+            progress=False,
+            workers=cpus,
+            extra_val_frames=extra_val_frames,
         )
         t1 = time.perf_counter()
         for split in splits:

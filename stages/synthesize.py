@@ -13,6 +13,7 @@ def main() -> None:
         seed=synth.seed,
         preset=synth.preset,
         val_fraction=float(synth.val_fraction),
+        extra_val_frames=synth.extra_val_frames,
         lidar=synth.lidar,
         overwrite=True,
     )

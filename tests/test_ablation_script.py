@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -47,12 +48,33 @@ def test_overrides_refuse_unknown_keys_and_bad_items(ablation, item, message):
 def test_mean_std_and_the_t_interval(ablation):
     summary = ablation.mean_std([1.0, 2.0, 3.0])
     assert summary["mean"] == 2.0 and summary["std"] == 1.0
-    half = 4.303 / math.sqrt(3)  # Student's t, 2 degrees of freedom
-    assert summary["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    half = 4.3027 / math.sqrt(3)  # Student's t, 2 degrees of freedom
+    assert summary["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-4)
     five = ablation.mean_std([-2.91, -2.87, -0.09, -5.71, -0.64])
     assert five["ci95"][0] < 0 < five["ci95"][1]  # the weight-average difference of docs/RESULTS.md
+    assert 0.05 < five["p"] < 1.0  # an interval that holds zero has p above 0.05
     one = ablation.mean_std([4.0])
-    assert one["mean"] == 4.0 and one["std"] is None and one["ci95"] is None  # no spread from one seed
+    assert one["mean"] == 4.0 and one["std"] is None and one["ci95"] is None and one["p"] is None
+
+
+@pytest.mark.parametrize(
+    ("df", "critical"),
+    [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (11, 2.2010), (38, 2.0244), (1000, 1.9623)],
+)
+def test_t_critical_values_match_the_tables(ablation, df, critical):
+    assert ablation.t_critical_975(df) == pytest.approx(critical, abs=1e-4)
+
+
+def test_t_p_values_match_the_tables_and_the_interval(ablation):
+    assert ablation.t_two_sided_p(2.0, 10) == pytest.approx(0.07339, abs=1e-5)
+    assert ablation.t_two_sided_p(-3.0, 4) == pytest.approx(0.03994, abs=1e-5)
+    assert ablation.t_two_sided_p(0.0, 5) == 1.0
+    # A 95 % interval that just touches zero has p = 0.05.
+    values = [0.5, 1.0, 2.5, 3.0, 4.0]
+    summary = ablation.mean_std(values)
+    shifted = ablation.mean_std([v - summary["ci95"][0] for v in values])
+    assert shifted["ci95"][0] == pytest.approx(0.0, abs=1e-9)
+    assert shifted["p"] == pytest.approx(0.05, abs=1e-9)
 
 
 def test_variants_set_all_three_distill_modes(ablation, tmp_path):
@@ -74,3 +96,53 @@ def test_variants_set_all_three_distill_modes(ablation, tmp_path):
     assert modes["imitation_xgd_cld"] == {"xgd": "xgd", "cld": "diagonal", "imitation": "bev"}
     assert all(modes[v]["imitation"] == "off" for v in ablation.DEFAULT_VARIANTS)
     assert base["distill"]["imitation"]["mode"] == "bev"  # a copy: the base is untouched
+
+
+def _metrics(car_moderate: float) -> dict:
+    table = {m: {d: car_moderate for d in ("easy", "moderate", "hard")} for m in ("3d", "bev")}
+    return {"results": {cls: {"strict": {"R40": table}} for cls in ("Car", "Pedestrian", "Cyclist")}}
+
+
+def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
+    # Car 3D moderate per variant and seed: xgd beats whole_box by exactly 1 on every seed.
+    car = {
+        "gt_only": [10.0, 12.0, 14.0],
+        "whole_box": [11.0, 12.5, 16.0],
+        "xgd": [12.0, 13.5, 17.0],
+        "cld": [10.0, 13.0, 14.0],
+        "xgd_cld": [13.0, 12.0, 18.0],
+    }
+    for variant, values in car.items():
+        for seed, value in enumerate(values):
+            run_dir = tmp_path / "out" / variant / f"seed{seed}"
+            (run_dir / "model").mkdir(parents=True)
+            (run_dir / "metrics.json").write_text(json.dumps(_metrics(value)))
+            (run_dir / "run.json").write_text(json.dumps({"seconds": 60.0}))
+            kept = "xgd_kept_centre\n0.5\n" if "xgd" in variant else "loss\n1.0\n"
+            (run_dir / "model" / "loss_log.csv").write_text(kept)
+    (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
+    summary = ablation.summarise(tmp_path / "out", [0, 1, 2], tmp_path / "teacher.json")
+    gain = summary["variants"]["xgd_cld"]["car_3d_moderate_gain_over_gt_only"]
+    assert gain["values"] == [3.0, 0.0, 4.0] and gain["mean"] == pytest.approx(7 / 3)
+    assert set(summary["contrasts"]) == {
+        "car_3d_moderate_gain_xgd_over_whole_box",
+        "car_3d_moderate_gain_xgd_cld_over_xgd",
+        "car_3d_moderate_gain_xgd_cld_over_cld",
+    }  # the imitation contrasts need the imitation variants
+    exact = summary["contrasts"]["car_3d_moderate_gain_xgd_over_whole_box"]
+    assert exact["values"] == [1.0, 1.0, 1.0] and exact["std"] == 0.0 and exact["p"] == 0.0
+    assert summary["variants"]["xgd"]["xgd_kept_share"]["centre"]["mean"] == 0.5
+    table = ablation.markdown(summary)
+    assert "| xgd − whole_box | 1.00 ± 0.00 | [+1.00, +1.00] | 0.000 |" in table
+    figure = tmp_path / "fig" / "gains.png"
+    ablation.write_figure(summary, figure)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [label for label, _ in ablation.paired_gains(summary)] == [
+        "whole_box − gt_only",
+        "xgd − gt_only",
+        "cld − gt_only",
+        "xgd_cld − gt_only",
+        "xgd − whole_box",
+        "xgd_cld − xgd",
+        "xgd_cld − cld",
+    ]

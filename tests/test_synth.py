@@ -122,6 +122,37 @@ def test_same_seed_same_bytes_and_frames_are_independent(root: Path, tmp_path: P
         assert (other / "training" / sub / name).read_bytes() != (root / "training" / sub / name).read_bytes()
 
 
+def test_extra_val_frames_grow_val_and_keep_train(root: Path, tmp_path: Path) -> None:
+    # The module's dataset plus two extra val frames: train keeps its frames, val gains frames 3 and 4, and
+    # every one of the first three frames is byte-identical.
+    grown = tmp_path / "grown"
+    generate_dataset(
+        grown,
+        frames=FRAMES,
+        seed=SEED,
+        val_fraction=0.5,
+        progress=False,
+        workers=2,
+        lidar="ideal",
+        extra_val_frames=2,
+    )
+    sets = {
+        name: (
+            (folder / "ImageSets" / "train.txt").read_text(),
+            (folder / "ImageSets" / "val.txt").read_text(),
+        )
+        for name, folder in (("root", root), ("grown", grown))
+    }
+    assert sets["grown"][0] == sets["root"][0]
+    assert sets["grown"][1].split() == sets["root"][1].split() + ["000003", "000004"]
+    for sub in ("image_2", "image_3", "velodyne", "calib", "label_2"):
+        for path in sorted((root / "training" / sub).iterdir()):
+            assert path.read_bytes() == (grown / "training" / sub / path.name).read_bytes(), path
+        assert len(list((grown / "training" / sub).iterdir())) == FRAMES + 2
+    with pytest.raises(InputError, match="extra_val_frames must be a non-negative integer"):
+        generate_dataset(tmp_path / "x", frames=1, seed=0, extra_val_frames=-1, progress=False)
+
+
 def test_split_is_deterministic_and_complete() -> None:
     train, val = split_ids(10, 0.5, seed=3)
     assert (train, val) == split_ids(10, 0.5, seed=3)
@@ -428,7 +459,10 @@ def test_cli_writes_layout_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert refused.exit_code == 1
     assert "not empty" in refused.output and "--overwrite" in refused.output
     assert marker.exists()
-    replaced = CliRunner().invoke(main, [*args, "--overwrite"])
+    replaced = CliRunner().invoke(main, [*args, "--overwrite", "--extra-val-frames", "1"])
     assert replaced.exit_code == 0, replaced.output
-    assert not marker.exists() and (out / "training" / "label_2" / "000000.txt").is_file()
+    assert "wrote 2 default frames" in replaced.output
+    assert not marker.exists() and (out / "training" / "label_2" / "000001.txt").is_file()
+    assert (out / "ImageSets" / "train.txt").read_text() == "000000\n"
+    assert (out / "ImageSets" / "val.txt").read_text() == "000001\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -24,7 +24,11 @@ from stereodistill.data.synth import (
     help="Dataset root to create (training/, ImageSets/).",
 )
 @click.option(
-    "--frames", type=click.IntRange(min=1), default=160, show_default=True, help="Number of frames."
+    "--frames",
+    type=click.IntRange(min=1),
+    default=160,
+    show_default=True,
+    help="Frames shared between train and val by --val-fraction.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same bytes.")
 @click.option(
@@ -49,6 +53,13 @@ from stereodistill.data.synth import (
     show_default=True,
     help="Share of frames listed in ImageSets/val.txt (the rest go to train.txt).",
 )
+@click.option(
+    "--extra-val-frames",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="More frames after the FRAMES, listed in val.txt only: a larger val split, the same train split.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Processes to use [default: min(2, CPUs)]."
@@ -61,6 +72,7 @@ def synth(
     preset: str,
     lidar: str,
     val_fraction: float,
+    extra_val_frames: int,
     overwrite: bool,
     workers: int | None,
     progress: bool,
@@ -76,5 +88,6 @@ def synth(
         progress=progress,
         workers=workers,
         lidar=lidar,
+        extra_val_frames=extra_val_frames,
     )
-    click.echo(f"wrote {frames} {preset} frames ({lidar} LiDAR) to {out_dir}")
+    click.echo(f"wrote {frames + extra_val_frames} {preset} frames ({lidar} LiDAR) to {out_dir}")

@@ -44,12 +44,15 @@ def predict_to_kitti(
     settings: DecodeSettings,
     out_dir: str | Path,
     image_scale: int = 1,
-    batch_size: int = 1,
+    batch_size: int = 2,
     progress: bool = True,
 ) -> dict[str, list[KittiObject]]:
     """Detections of every frame of ``split``, written as KITTI result files ``out_dir/{frame_id}.txt``.
 
     The 2D boxes and ``alpha`` are computed with the frame's original (full-size) calibration and image size.
+    Frames go ``batch_size`` at a time, padded to the batch's largest image as in training. The default is 2
+    because on CPU a batch of one sends the volume's ``conv3d`` down PyTorch's slow native path (three times
+    slower per frame than a batch of two).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

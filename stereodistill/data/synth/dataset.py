@@ -40,8 +40,13 @@ def generate_dataset(
     progress: bool = True,
     workers: int | None = None,
     lidar: str = DEFAULT_LIDAR_PROFILE_NAME,
+    extra_val_frames: int = 0,
 ) -> None:
     """Write ``frames`` synthetic frames in KITTI's object layout to ``out_dir`` (see :mod:`.writer`).
+
+    ``val_fraction`` of ``frames`` go to ``ImageSets/val.txt``, the rest to ``train.txt``; ``extra_val_frames``
+    more frames (indices ``frames`` onwards) go to val only, so the val split grows and the train split stays
+    the same frames.
 
     Same arguments give byte-identical files: frame ``i`` depends only on ``(preset, seed, i)``. The output
     is built in a sibling temp directory and renamed into place at the end. ``workers`` defaults to
@@ -52,16 +57,22 @@ def generate_dataset(
     lidar_profile_by_name(lidar)
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise InputError(f"frames must be a positive integer, got {frames!r}")
+    if isinstance(extra_val_frames, bool) or not isinstance(extra_val_frames, int) or extra_val_frames < 0:
+        raise InputError(f"extra_val_frames must be a non-negative integer, got {extra_val_frames!r}")
     if not 0.0 <= val_fraction <= 1.0:
         raise InputError(f"val_fraction must be in [0, 1], got {val_fraction!r}")
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    workers = max(1, min(workers, frames))
+    total = frames + extra_val_frames
+    workers = max(1, min(workers, total))
     train, val = split_ids(frames, val_fraction, seed)
+    val += list(range(frames, total))
     with atomic_directory(out_dir, overwrite) as root:
         make_layout(root)
-        jobs = [(str(root), preset, lidar, seed, i) for i in range(frames)]
-        bar = tqdm(total=frames, desc=f"synth {preset}/{lidar}", unit="frame", disable=None if progress else True)
+        jobs = [(str(root), preset, lidar, seed, i) for i in range(total)]
+        bar = tqdm(
+            total=total, desc=f"synth {preset}/{lidar}", unit="frame", disable=None if progress else True
+        )
         try:
             if workers == 1:
                 for job in jobs:
