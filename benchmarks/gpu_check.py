@@ -4,8 +4,8 @@ Steps, in order of importance:
 
     spconv_check       spconv's sparse convolutions on the device against a dense float64 torch reference on
                        the CPU (fixed input), and the teacher's forward on the device against the CPU
-    data               synthesizes and prepares the default benchmark (params.yaml's data.synth: 160 frames) and a
-                       kitti-preset set (--kitti-frames, all train), with one process per core
+    data               synthesizes and prepares the default benchmark (params.yaml's data.synth: 80 train and 720
+                       val frames) and a kitti-preset set (--kitti-frames, all train), with one process per core
     stage_one_kitti    on the LIGA (kitti) grid: teacher forward frames/s per batch size, then the whole cache
                        write (write_cache: batching, coverage, quantisation, overlapped shard writes) frames/s
     stage_one_default  the same on the default grid

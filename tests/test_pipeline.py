@@ -27,7 +27,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def _tiny_params() -> dict:
     params = read_params_yaml((REPO / "params.yaml").read_text())
-    params["data"]["synth"].update(frames=4, seed=101, val_fraction=0.5)
+    params["data"]["synth"].update(frames=4, seed=101, val_fraction=0.5, extra_val_frames=0)
     params["teacher"]["train"].update(epochs=1, batch_size=2)
     params["teacher"]["model"].update(
         sparse_channels=[16, 16, 16],

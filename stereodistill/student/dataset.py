@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from stereodistill.cache.reader import CachedFrame, TeacherCache
 from stereodistill.data.prepared import PreparedSplit
@@ -45,6 +45,7 @@ from stereodistill.head.assigner import (
 )
 from stereodistill.student.flip import flip_stereo
 from stereodistill.student.model import calibration_tensors, images_to_tensor
+from stereodistill.student.ranks import epoch_indices
 
 if TYPE_CHECKING:
     from stereodistill.cache.reader import CachedFeatures
@@ -192,6 +193,28 @@ class StudentFrames(Dataset):
 
 def collate_samples(samples: Sequence[StudentSample]) -> list[StudentSample]:
     return list(samples)
+
+
+def epoch_loader(
+    frames: StudentFrames,
+    epoch: int,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
+    """The batches of ``epoch``: its flips (:meth:`StudentFrames.set_epoch`) and its frame order
+    (:func:`~stereodistill.student.ranks.epoch_indices` of ``seed``; rank ``rank`` of ``world`` takes its share),
+    in lists of :class:`StudentSample`. The student's training and the trunk's pretraining both read frames so."""
+    frames.set_epoch(epoch)
+    return DataLoader(
+        Subset(frames, epoch_indices(len(frames), seed, epoch, rank, world)),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_samples,
+        num_workers=num_workers,
+    )
 
 
 @dataclass(frozen=True)

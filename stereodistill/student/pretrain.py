@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from stereodistill.checkpoints import default_device, load_checkpoint, save_atomic
 from stereodistill.data.prepared import PreparedSplit, split_fingerprint
@@ -30,10 +29,9 @@ from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.params import Params
 from stereodistill.settings import to_dict
-from stereodistill.student.dataset import StudentFrames, batch_inputs, collate_samples
+from stereodistill.student.dataset import StudentFrames, batch_inputs, epoch_loader
 from stereodistill.student.depth import batch_depth_targets, depth_loss, soft_argmin_depth
 from stereodistill.student.model import TRUNK_MODULES, StereoStudent
-from stereodistill.student.ranks import epoch_indices
 from stereodistill.student.resnet import load_imagenet_weights
 from stereodistill.student.schedule import lr_factor
 from stereodistill.student.settings import StudentConfig, StudentPretrainSettings, StudentTrainSettings
@@ -154,14 +152,7 @@ def pretrain_trunk(
     run.start(resume, restart_on_mismatch)
     for epoch in run.epochs():
         model.train()
-        frames.set_epoch(epoch)
-        loader = DataLoader(
-            Subset(frames, epoch_indices(len(frames), pretrain.seed, epoch, 0, 1)),
-            batch_size=pretrain.batch_size,
-            shuffle=False,
-            collate_fn=collate_samples,
-            num_workers=train.num_workers,
-        )
+        loader = epoch_loader(frames, epoch, pretrain.seed, pretrain.batch_size, train.num_workers)
         total = 0.0
         for samples in run.progress_bar(loader, epoch, progress):
             started = time.perf_counter()

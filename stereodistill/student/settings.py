@@ -197,9 +197,7 @@ class StudentPretrainSettings:
     warmup_factor: float = 0.1
     min_lr_ratio: float = 0.05
     grad_clip: float = 10.0
-    seed: int = (
-        0  # the trunk's initial weights and the frame order; one pretrained trunk serves every student seed
-    )
+    seed: int = 0  # the trunk's initial weights and frame order; one trunk serves every student seed
     schedule: ClassVar[str] = "cosine"
 
     def __post_init__(self) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
 
 from stereodistill.cache.ranks import current_ranks
 from stereodistill.cache.store import file_sha256
@@ -35,12 +34,12 @@ from stereodistill.errors import InputError
 from stereodistill.head.anchors import AnchorGrid
 from stereodistill.settings import to_dict
 from stereodistill.student.checkpoint import MODEL_KIND, student_model_checkpoint
-from stereodistill.student.dataset import StudentFrames, collate_samples
+from stereodistill.student.dataset import StudentFrames, epoch_loader
 from stereodistill.student.loss_log import log_columns, step_row
 from stereodistill.student.losses import LOSS_TERMS, student_losses
 from stereodistill.student.model import StereoStudent
 from stereodistill.student.pretrain import load_trunk, trunk_recipe
-from stereodistill.student.ranks import epoch_indices, rank_mean
+from stereodistill.student.ranks import rank_mean
 from stereodistill.student.resnet import load_imagenet_weights
 from stereodistill.student.schedule import lr_factor, regression_factor
 from stereodistill.student.settings import StudentConfig, StudentPretrainSettings, StudentTrainSettings
@@ -157,13 +156,8 @@ def train_student(
 
     for epoch in run.epochs():
         model.train()
-        frames.set_epoch(epoch)
-        loader = DataLoader(
-            Subset(frames, epoch_indices(len(frames), settings.seed, epoch, ranks.rank, ranks.world)),
-            batch_size=settings.batch_size,
-            shuffle=False,
-            collate_fn=collate_samples,
-            num_workers=settings.num_workers,
+        loader = epoch_loader(
+            frames, epoch, settings.seed, settings.batch_size, settings.num_workers, ranks.rank, ranks.world
         )
         sums = dict.fromkeys(LOSS_TERMS, 0.0)
         bar = run.progress_bar(loader, epoch, progress)
