@@ -16,7 +16,7 @@ class SynthSettings:
     lidar: str = "hdl32"  # LiDAR sensor profile (data/synth/sensors.py): hdl32, vlp16 or ideal
     frames: int = 160
     val_fraction: float = 0.5
-    extra_val_frames: int = 0  # frames after `frames` that go to val only (a larger val split, same train split)
+    extra_val_frames: int = 640  # frames after `frames` that go to val only (a larger val split, same train split)
     seed: int = 0
 
 
