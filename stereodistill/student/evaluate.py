@@ -43,7 +43,7 @@ def evaluate_student_model(
     KITTI result files under ``predictions_dir``, the evaluator's JSON at ``metrics_path`` and, when given, the
     error breakdown at ``breakdown_path``; return the evaluator's JSON."""
     split = evaluation_split(params)
-    detections = predict_to_kitti(
+    predict_to_kitti(
         model, split, params.student.decode, predictions_dir, image_scale=image_scale, progress=progress
     )
-    return score_and_write(params, split, detections, metrics_path, breakdown_path)
+    return score_and_write(params, split, predictions_dir, metrics_path, breakdown_path)

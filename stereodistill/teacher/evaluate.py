@@ -18,9 +18,11 @@ def evaluate_teacher_from_params(params: Params, progress: bool = True) -> dict:
     grid = AnchorGrid.from_params(params.grid, params.source)
     model = load_teacher(Path(params.teacher.out_dir) / "teacher.pt", default_device(), grid)
     split = evaluation_split(params)
-    detections = predict_to_kitti(
-        model, split, params.teacher.decode, params.evaluate.teacher_predictions, progress
-    )
+    predict_to_kitti(model, split, params.teacher.decode, params.evaluate.teacher_predictions, progress)
     return score_and_write(
-        params, split, detections, params.evaluate.teacher_metrics, params.evaluate.teacher_breakdown
+        params,
+        split,
+        params.evaluate.teacher_predictions,
+        params.evaluate.teacher_metrics,
+        params.evaluate.teacher_breakdown,
     )
