@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import benchmark_script
 
 from stereodistill.data.labels import KittiObject, write_label_file
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "val_bootstrap.py"
 FRAMES = [f"{i:06d}" for i in range(40)]
 
 
 @pytest.fixture(scope="module")
 def boot():
-    spec = importlib.util.spec_from_file_location("val_bootstrap_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("val_bootstrap") as module:
+        yield module
 
 
 def car(depth: float, score: float | None = None) -> KittiObject:
