@@ -2,6 +2,7 @@
 
 import hashlib
 import pickle
+import shutil
 from pathlib import Path
 
 import h5py
@@ -158,13 +159,31 @@ def test_cli_writes_the_file(run_cli, kitti_readonly: KittiFixture, tmp_path):
     assert PreparedSplit(out).frame_ids == ["000002"]
 
 
+def test_the_same_split_prepared_in_two_places_is_the_same_bytes(
+    kitti_readonly: KittiFixture, tmp_path, monkeypatch
+):
+    outputs = []
+    for place in ("a", "b/deeper"):
+        project = tmp_path / place
+        shutil.copytree(kitti_readonly.root, project / "data" / "kitti")
+        monkeypatch.chdir(project)
+        prepare_split(
+            "data/kitti", "data/kitti/ImageSets/train.txt", "data/prepared/train.h5", progress=False
+        )
+        outputs.append((project / "data" / "prepared" / "train.h5").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert (
+        PreparedSplit(tmp_path / "a" / "data" / "prepared" / "train.h5").attrs["source_root"] == "data/kitti"
+    )
+
+
 # ----------------------------------------------------------------------------------------- round trip
 def test_attributes(prepared: Path, kitti_readonly: KittiFixture):
     split = PreparedSplit(prepared)
     split_file = kitti_readonly.split_file("train")
     assert split.attrs["schema_version"] == SCHEMA_VERSION
     assert split.attrs["split"] == "train" and split.attrs["subset"] == "training"
-    assert split.attrs["source_root"] == str(kitti_readonly.root.resolve())
+    assert split.attrs["source_root"] == kitti_readonly.root.as_posix()
     assert split.attrs["split_sha256"] == hashlib.sha256(split_file.read_bytes()).hexdigest()
     assert split.attrs["num_frames"] == 2 and split.attrs["has_labels"] is True
     assert split.frame_ids == ["000000", "000001"] and len(split) == 2

@@ -10,7 +10,8 @@ Schema (``schema_version`` 1). ``F`` frames, ``G`` label lines, ``P`` LiDAR poin
 ``*/offsets`` are ``(F+1,)`` int64 and frame ``i`` owns rows ``offsets[i]:offsets[i+1]``::
 
     attrs   schema_version (int), split (split-list stem, e.g. "train"), subset ("training"/"testing"),
-            source_root (absolute path), split_sha256 (hex digest of the split-list bytes),
+            source_root (the data root as given: a relative one stays relative, so a split prepared in
+            two checkouts of the project is the same bytes), split_sha256 (hex digest of the split-list bytes),
             num_frames (F), has_labels (bool), image_hw_max ((Hmax, Wmax))
     frame_id            (F,)              str     6-digit KITTI ids, in split-list order
     image_2, image_3    (F, Hmax, Wmax, 3) uint8  RGB, top-left aligned, zero padded; chunk = one frame,
@@ -274,7 +275,7 @@ def prepare_split(
         "schema_version": SCHEMA_VERSION,
         "split": split_file.stem,
         "subset": dataset.subset,
-        "source_root": str(root.resolve()),
+        "source_root": root.as_posix(),
         "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest(),
         "num_frames": len(frame_ids),
         "has_labels": dataset.has_labels,
