@@ -37,7 +37,8 @@ The summary (``--json``, ``--markdown``): per variant and class, 3D and BEV AP R
 per-seed values; each variant's paired Car 3D moderate gain over gt_only (and over imitation, when it ran); the
 paired contrasts of :data:`CONTRASTS` (XGD against the whole-box rule, XGD+CLD against each loss alone, ...);
 every gain as ``{"mean", "std", "ci95", "p", "values"}`` (Student's t over seeds, two-sided p of a zero mean); XGD's
-kept share per component; minutes per run. ``--figure`` draws the paired gains (needs matplotlib: ``pip install
+kept share per component; minutes per run, the hours of run time in all and the machines the runs ran on (each
+run's ``run.json`` records its own). ``--figure`` draws the paired gains (needs matplotlib: ``pip install
 -e ".[plots]"``).
 
 Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
@@ -170,6 +171,29 @@ def run_params(base: dict[str, Any], variant: str, seed: int, epochs: int, run_d
     return params
 
 
+def machine(threads: int) -> str:
+    """Where a run runs, in words: the CPU model and core count, or the GPU when torch uses one; torch's version
+    and the run's torch threads."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    where = f"{cpu}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name(0)} ({where})"
+    return f"{where}; torch {torch.__version__}, {threads} thread{'s' if threads > 1 else ''}"
+
+
 def execute(run: Run) -> tuple[str, int, float]:
     """Train and evaluate one run in this (fresh) process; skip it when its metrics match its params."""
     import torch
@@ -192,7 +216,9 @@ def execute(run: Run) -> tuple[str, int, float]:
     if params.student.train.ema_decay > 0:
         evaluate_last_weights(params, run.run_dir)
     seconds = time.perf_counter() - start
-    record.write_text(json.dumps({"params": run.params, "seconds": seconds}, indent=1))
+    record.write_text(
+        json.dumps({"params": run.params, "seconds": seconds, "machine": machine(run.threads)}, indent=1)
+    )
     return run.variant, run.seed, seconds
 
 
@@ -257,6 +283,7 @@ def summarise(
     if "gt_only" not in chosen:
         raise SystemExit("the summary needs the gt_only baseline among the variants")
     summary: dict[str, Any] = {"seeds": seeds, "variants": {}}
+    machines: dict[str, int] = {}  # where the runs ran -> how many
     for variant in chosen:
         per_seed = []
         for seed in seeds:
@@ -265,13 +292,10 @@ def summarise(
             for path in (metrics_path, log_path):
                 if not path.exists():
                     raise SystemExit(f"{path}: missing — the run {variant}/seed{seed} did not finish")
-            per_seed.append(
-                (
-                    json.loads(metrics_path.read_text()),
-                    kept_shares(log_path),
-                    json.loads((run_dir / "run.json").read_text())["seconds"],
-                )
-            )
+            record = json.loads((run_dir / "run.json").read_text())
+            where = record.get("machine", "not recorded")
+            machines[where] = machines.get(where, 0) + 1
+            per_seed.append((json.loads(metrics_path.read_text()), kept_shares(log_path), record["seconds"]))
         ap_table = {
             cls: {
                 metric: {d: mean_std([ap(m, cls, metric, d) for m, _, _ in per_seed]) for d in DIFFICULTIES}
@@ -306,6 +330,8 @@ def summarise(
         for variant, baseline in CONTRASTS
         if variant in summary["variants"] and baseline in summary["variants"]
     }
+    summary["machines"] = machines
+    summary["run_hours"] = sum(s for e in summary["variants"].values() for s in e["run_seconds"]) / 3600
     teacher = json.loads(teacher_metrics.read_text())
     summary["teacher_ap_r40_strict"] = {
         cls: {metric: {d: ap(teacher, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
@@ -377,6 +403,8 @@ def markdown(summary: dict[str, Any]) -> str:
         for name, entry in summary["contrasts"].items():
             label = name.removeprefix("car_3d_moderate_gain_").replace("_over_", " − ")
             lines.append(f"| {label} | {cell(entry)} | {interval(entry)} | {p_value(entry)} |")
+    lines += ["", f"**Runs**: {summary['run_hours']:.1f} hours of run time in all, on"]
+    lines += [f"- {where}: {count} runs" for where, count in summary["machines"].items()]
     return "\n".join(lines) + "\n"
 
 

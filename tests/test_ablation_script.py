@@ -15,6 +15,14 @@ def ablation():
         yield module
 
 
+def test_the_machine_names_the_cpu_torch_and_the_threads(ablation):
+    import torch
+
+    where = ablation.machine(threads=1)
+    assert f"torch {torch.__version__}, 1 thread" in where and "cores" in where
+    assert ablation.machine(threads=2).endswith("2 threads")
+
+
 def test_overrides_set_nested_keys_as_yaml_and_leave_the_base_alone(ablation):
     base = {"student": {"train": {"ema_decay": 0.0, "epochs": 24}}, "data": {"synth": {"lidar": "hdl32"}}}
     changed = ablation.apply_overrides(
@@ -109,7 +117,8 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
             run_dir = tmp_path / "out" / variant / f"seed{seed}"
             (run_dir / "model").mkdir(parents=True)
             (run_dir / "metrics.json").write_text(json.dumps(_metrics(value)))
-            (run_dir / "run.json").write_text(json.dumps({"seconds": 60.0}))
+            record = {"seconds": 60.0} if seed == 0 else {"seconds": 60.0, "machine": "a CPU"}
+            (run_dir / "run.json").write_text(json.dumps(record))
             kept = "xgd_kept_centre\n0.5\n" if "xgd" in variant else "loss\n1.0\n"
             (run_dir / "model" / "loss_log.csv").write_text(kept)
     (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
@@ -124,7 +133,10 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     exact = summary["contrasts"]["car_3d_moderate_gain_xgd_over_whole_box"]
     assert exact["values"] == [1.0, 1.0, 1.0] and exact["std"] == 0.0 and exact["p"] == 0.0
     assert summary["variants"]["xgd"]["xgd_kept_share"]["centre"]["mean"] == 0.5
+    assert summary["machines"] == {"not recorded": 5, "a CPU": 10}
+    assert summary["run_hours"] == pytest.approx(15 / 60)
     table = ablation.markdown(summary)
+    assert "- a CPU: 10 runs" in table
     assert "| xgd − whole_box | 1.00 ± 0.00 | [+1.00, +1.00] | 0.000 |" in table
     figure = tmp_path / "fig" / "gains.png"
     ablation.write_figure(summary, figure)
