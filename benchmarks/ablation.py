@@ -38,8 +38,8 @@ per-seed values; each variant's paired Car 3D moderate gain over gt_only (and ov
 paired contrasts of :data:`CONTRASTS` (XGD against the whole-box rule, XGD+CLD against each loss alone, ...);
 every gain as ``{"mean", "std", "ci95", "p", "values"}`` (Student's t over seeds, two-sided p of a zero mean); XGD's
 kept share per component; minutes per run, the hours of run time in all and the machines the runs ran on (each
-run's ``run.json`` records its own). ``--figure`` draws the paired gains (needs matplotlib: ``pip install
--e ".[plots]"``).
+run's ``run.json`` records its own; ``wall_minutes`` is this invocation's, the last sitting of a resumed ablation).
+``--figure`` draws the paired gains (needs matplotlib: ``pip install -e ".[plots]"``).
 
 Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
 """
