@@ -18,7 +18,11 @@ Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mo
 train_student / evaluate_student stages), with the ablation's schedule (``--epochs``, default 12 instead of
 params.yaml's 24: half the cost per run, docs/BENCHMARKS.md "The ablation's runs").
 Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
-a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint.
+a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint. A finished run is one
+whose record, ``run.json``, holds its scores under the same params: the record alone is what the summary reads
+(params, scores, kept shares, seconds, machine, and the inputs it trained on: code, training split, trunk and
+cache fingerprints), so records committed to git keep their runs finished on any clone whose stage one
+reproduces the same inputs; the summary refuses runs that trained on different ones.
 
 ``--set key=value`` overrides any other params.yaml entry for every run (dotted key, YAML value), as
 ``dvc exp run -S`` does. When ``student.train.ema_decay > 0`` each run is scored twice: ``metrics.json`` with the
@@ -38,10 +42,11 @@ per-seed values; each variant's paired Car 3D moderate gain over gt_only (and ov
 paired contrasts of :data:`CONTRASTS` (XGD against the whole-box rule, XGD+CLD against each loss alone, ...);
 every gain as ``{"mean", "std", "ci95", "p", "values"}`` (Student's t over seeds, two-sided p of a zero mean); XGD's
 kept share per component; minutes per run, the hours of run time in all and the machines the runs ran on (each
-run's ``run.json`` records its own; ``wall_minutes`` is this invocation's, the last sitting of a resumed ablation).
+run's ``run.json`` records its own; ``wall_minutes`` is this invocation's, the last sitting of a resumed ablation)
+and the inputs every run shared.
 ``--figure`` draws the paired gains (needs matplotlib: ``pip install -e ".[plots]"``).
 
-Exits non-zero when a run fails or a figure (a metrics file, a loss log) is missing.
+Exits non-zero when a run fails or a run's record is missing.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from stereodistill.evaluation.report import write_json_atomic
 from stereodistill.params import read_params_yaml
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -86,6 +92,11 @@ CONTRASTS = (
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 METRICS = ("3d", "bev")
 DIFFICULTIES = ("easy", "moderate", "hard")
+# A run's record, in its folder: what the summary reads, and what marks the run finished.
+RECORD_NAME = "run.json"
+# What a run trained on, from its student.pt (stereodistill.training.run.run_identity): the trainer's code
+# fingerprint, the training split's, the pretrained trunk's sha256 and the teacher cache's identity.
+INPUTS = ("code", "data", "trunk", "cache")
 
 
 @dataclass(frozen=True)
@@ -194,8 +205,46 @@ def machine(threads: int) -> str:
     return f"{where}; torch {torch.__version__}, {threads} thread{'s' if threads > 1 else ''}"
 
 
+def finished_record(run_dir: Path, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The run's record (``run_dir/run.json``) when the run finished, under ``params`` when given; else None."""
+    path = run_dir / RECORD_NAME
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if "ap_r40_strict" not in record or (params is not None and record.get("params") != params):
+        return None
+    return record
+
+
+def run_record(run: Run, seconds: float) -> dict[str, Any]:
+    """What the summary needs of a finished run, read from its outputs: its params, time and machine, the inputs
+    it trained on (from its ``student.pt``), its AP table, its last weights' Car 3D moderate (when it averages
+    its weights) and XGD's kept shares."""
+    from stereodistill.checkpoints import load_checkpoint
+    from stereodistill.student.checkpoint import MODEL_KIND
+
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    model = load_checkpoint(run.run_dir / "model" / f"{MODEL_KIND}.pt", MODEL_KIND)
+    raw = run.run_dir / "metrics_raw.json"
+    return {
+        "params": run.params,
+        "seconds": seconds,
+        "machine": machine(run.threads),
+        "inputs": {key: model[key] for key in INPUTS},
+        "ap_r40_strict": {
+            cls: {metric: {d: ap(metrics, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
+            for cls in CLASSES
+        },
+        "car_3d_moderate_last_weights": (
+            ap(json.loads(raw.read_text()), "Car", "3d", "moderate") if raw.exists() else None
+        ),
+        "xgd_kept_share": kept_shares(run.run_dir / "model" / "loss_log.csv"),
+    }
+
+
 def execute(run: Run) -> tuple[str, int, float]:
-    """Train and evaluate one run in this (fresh) process; skip it when its metrics match its params."""
+    """Train and evaluate one run in this (fresh) process, then write its record; skip a run already finished
+    under the same params."""
     import torch
 
     from stereodistill.params import parse_params
@@ -203,23 +252,20 @@ def execute(run: Run) -> tuple[str, int, float]:
     from stereodistill.student.run import train_student_from_params
 
     torch.set_num_threads(run.threads)
-    record = run.run_dir / "run.json"
-    if (run.run_dir / "metrics.json").exists() and record.exists():
-        if json.loads(record.read_text()).get("params") == run.params:
-            return run.variant, run.seed, json.loads(record.read_text())["seconds"]
+    record = finished_record(run.run_dir, run.params)
+    if record is not None:
+        return run.variant, run.seed, record["seconds"]
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "metrics.json").unlink(missing_ok=True)
+    (run.run_dir / RECORD_NAME).unlink(missing_ok=True)
     start = time.perf_counter()
     params = parse_params(run.params)
     train_student_from_params(params, resume=True, restart_on_mismatch=True, progress=False)
     evaluate_student_from_params(params, progress=False)
     if params.student.train.ema_decay > 0:
         evaluate_last_weights(params, run.run_dir)
-    seconds = time.perf_counter() - start
-    record.write_text(
-        json.dumps({"params": run.params, "seconds": seconds, "machine": machine(run.threads)}, indent=1)
-    )
-    return run.variant, run.seed, seconds
+    record = run_record(run, time.perf_counter() - start)
+    write_json_atomic(run.run_dir / RECORD_NAME, record)
+    return run.variant, run.seed, record["seconds"]
 
 
 def evaluate_last_weights(params: Any, run_dir: Path) -> None:
@@ -271,10 +317,28 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "p": p, "values": values}
 
 
+def shared_inputs(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The one value of each of :data:`INPUTS` that every run trained on (runs without a cache aside); refuse
+    runs that trained on different ones. ``records`` maps ``variant/seed<k>`` to its record."""
+    shared: dict[str, Any] = {}
+    for key in INPUTS:
+        found: dict[str, list[str]] = {}
+        for name, record in records.items():
+            value = record["inputs"][key]
+            if value is not None:
+                found.setdefault(json.dumps(value, sort_keys=True), []).append(name)
+        if len(found) > 1:
+            groups = "; ".join(f"{len(names)} runs ({names[0]}, ...)" for names in found.values())
+            raise SystemExit(f"the runs did not all train on one {key}: {groups}")
+        shared[key] = json.loads(next(iter(found))) if found else None
+    return shared
+
+
 def summarise(
     out: Path, seeds: list[int], teacher_metrics: Path, variants: list[str] | None = None
 ) -> dict[str, Any]:
-    """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times.
+    """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times,
+    from the runs' records (``out/<variant>/seed<k>/run.json``).
 
     ``variants`` (default :data:`DEFAULT_VARIANTS`; taken in :data:`VARIANTS` order) must include ``gt_only``,
     the baseline of the gains.
@@ -282,37 +346,40 @@ def summarise(
     chosen = [v for v in VARIANTS if v in (DEFAULT_VARIANTS if variants is None else variants)]
     if "gt_only" not in chosen:
         raise SystemExit("the summary needs the gt_only baseline among the variants")
-    summary: dict[str, Any] = {"seeds": seeds, "variants": {}}
-    machines: dict[str, int] = {}  # where the runs ran -> how many
+    records: dict[str, dict[str, Any]] = {}
     for variant in chosen:
-        per_seed = []
         for seed in seeds:
-            run_dir = out / variant / f"seed{seed}"
-            metrics_path, log_path = run_dir / "metrics.json", run_dir / "model" / "loss_log.csv"
-            for path in (metrics_path, log_path):
-                if not path.exists():
-                    raise SystemExit(f"{path}: missing — the run {variant}/seed{seed} did not finish")
-            record = json.loads((run_dir / "run.json").read_text())
-            where = record.get("machine", "not recorded")
-            machines[where] = machines.get(where, 0) + 1
-            per_seed.append((json.loads(metrics_path.read_text()), kept_shares(log_path), record["seconds"]))
+            record = finished_record(out / variant / f"seed{seed}")
+            if record is None:
+                path = out / variant / f"seed{seed}" / RECORD_NAME
+                raise SystemExit(
+                    f"{path}: missing or incomplete — the run {variant}/seed{seed} did not finish"
+                )
+            records[f"{variant}/seed{seed}"] = record
+    summary: dict[str, Any] = {"seeds": seeds, "inputs": shared_inputs(records), "variants": {}}
+    machines: dict[str, int] = {}  # where the runs ran -> how many
+    for record in records.values():
+        where = record.get("machine", "not recorded")
+        machines[where] = machines.get(where, 0) + 1
+    for variant in chosen:
+        per_seed = [records[f"{variant}/seed{seed}"] for seed in seeds]
         ap_table = {
             cls: {
-                metric: {d: mean_std([ap(m, cls, metric, d) for m, _, _ in per_seed]) for d in DIFFICULTIES}
+                metric: {
+                    d: mean_std([r["ap_r40_strict"][cls][metric][d] for r in per_seed]) for d in DIFFICULTIES
+                }
                 for metric in METRICS
             }
             for cls in CLASSES
         }
-        kept_names = per_seed[0][1].keys()
-        raw_paths = [out / variant / f"seed{seed}" / "metrics_raw.json" for seed in seeds]
-        raw = None
-        if all(path.exists() for path in raw_paths):
-            raw = mean_std([ap(json.loads(path.read_text()), "Car", "3d", "moderate") for path in raw_paths])
+        raw = [r["car_3d_moderate_last_weights"] for r in per_seed]
         summary["variants"][variant] = {
             "ap_r40_strict": ap_table,
-            "car_3d_moderate_last_weights": raw,
-            "xgd_kept_share": {n: mean_std([k[n] for _, k, _ in per_seed]) for n in kept_names},
-            "run_seconds": [s for _, _, s in per_seed],
+            "car_3d_moderate_last_weights": None if None in raw else mean_std(raw),
+            "xgd_kept_share": {
+                n: mean_std([r["xgd_kept_share"][n] for r in per_seed]) for n in per_seed[0]["xgd_kept_share"]
+            },
+            "run_seconds": [r["seconds"] for r in per_seed],
         }
     moderate = {
         v: e["ap_r40_strict"]["Car"]["3d"]["moderate"]["values"] for v, e in summary["variants"].items()

@@ -103,6 +103,63 @@ def _metrics(car_moderate: float) -> dict:
     return {"results": {cls: {"strict": {"R40": table}} for cls in ("Car", "Pedestrian", "Cyclist")}}
 
 
+INPUTS = {"code": "c0de", "data": "da7a", "trunk": "7runk", "cache": {"teacher": {"sha256": "7eac"}}}
+
+
+def _record(car_moderate: float, kept: dict, machine: str, **changes) -> dict:
+    table = {m: {d: car_moderate for d in ("easy", "moderate", "hard")} for m in ("3d", "bev")}
+    record = {
+        "params": {"seed": 0},
+        "seconds": 60.0,
+        "machine": machine,
+        "inputs": dict(INPUTS),
+        "ap_r40_strict": {cls: table for cls in ("Car", "Pedestrian", "Cyclist")},
+        "car_3d_moderate_last_weights": None,
+        "xgd_kept_share": kept,
+    }
+    record.update(changes)
+    return record
+
+
+def _write_runs(out, car: dict[str, list[float]], **changes) -> None:
+    for variant, values in car.items():
+        for seed, value in enumerate(values):
+            run_dir = out / variant / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            kept = {"centre": 0.5} if "xgd" in variant else {}
+            where = "a CPU" if seed else "another CPU"
+            (run_dir / "run.json").write_text(json.dumps(_record(value, kept, where, **changes)))
+
+
+def test_a_run_is_finished_only_with_its_scores_under_the_same_params(ablation, tmp_path):
+    assert ablation.finished_record(tmp_path) is None  # no record
+    (tmp_path / "run.json").write_text(json.dumps({"params": {"seed": 0}, "seconds": 1.0}))
+    assert ablation.finished_record(tmp_path) is None  # a record without scores
+    (tmp_path / "run.json").write_text(json.dumps(_record(10.0, {}, "a CPU")))
+    assert ablation.finished_record(tmp_path)["seconds"] == 60.0
+    assert ablation.finished_record(tmp_path, {"seed": 0}) is not None
+    assert ablation.finished_record(tmp_path, {"seed": 1}) is None  # other params: run it again
+
+
+def test_summary_refuses_runs_trained_on_different_inputs(ablation, tmp_path):
+    car = {"gt_only": [10.0, 12.0], "xgd": [11.0, 13.0]}
+    _write_runs(tmp_path / "out", car)
+    (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
+    seed1 = tmp_path / "out" / "xgd" / "seed1" / "run.json"
+    other = json.loads(seed1.read_text())
+    other["inputs"]["trunk"] = "an0ther"
+    seed1.write_text(json.dumps(other))
+    with pytest.raises(
+        SystemExit, match=r"did not all train on one trunk: 3 runs \(gt_only/seed0, ...\); 1 runs"
+    ):
+        ablation.summarise(tmp_path / "out", [0, 1], tmp_path / "teacher.json", ["gt_only", "xgd"])
+    seed1.unlink()
+    with pytest.raises(
+        SystemExit, match="seed1/run.json: missing or incomplete — the run xgd/seed1 did not finish"
+    ):
+        ablation.summarise(tmp_path / "out", [0, 1], tmp_path / "teacher.json", ["gt_only", "xgd"])
+
+
 def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     # Car 3D moderate per variant and seed: xgd beats whole_box by exactly 1 on every seed.
     car = {
@@ -112,15 +169,10 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
         "cld": [10.0, 13.0, 14.0],
         "xgd_cld": [13.0, 12.0, 18.0],
     }
-    for variant, values in car.items():
-        for seed, value in enumerate(values):
-            run_dir = tmp_path / "out" / variant / f"seed{seed}"
-            (run_dir / "model").mkdir(parents=True)
-            (run_dir / "metrics.json").write_text(json.dumps(_metrics(value)))
-            record = {"seconds": 60.0} if seed == 0 else {"seconds": 60.0, "machine": "a CPU"}
-            (run_dir / "run.json").write_text(json.dumps(record))
-            kept = "xgd_kept_centre\n0.5\n" if "xgd" in variant else "loss\n1.0\n"
-            (run_dir / "model" / "loss_log.csv").write_text(kept)
+    _write_runs(tmp_path / "out", car)
+    (tmp_path / "out" / "gt_only" / "seed1" / "run.json").write_text(
+        json.dumps(_record(12.0, {}, "a CPU", inputs={**INPUTS, "cache": None}))
+    )  # a run without distillation reads no cache
     (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
     summary = ablation.summarise(tmp_path / "out", [0, 1, 2], tmp_path / "teacher.json")
     gain = summary["variants"]["xgd_cld"]["car_3d_moderate_gain_over_gt_only"]
@@ -133,7 +185,8 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     exact = summary["contrasts"]["car_3d_moderate_gain_xgd_over_whole_box"]
     assert exact["values"] == [1.0, 1.0, 1.0] and exact["std"] == 0.0 and exact["p"] == 0.0
     assert summary["variants"]["xgd"]["xgd_kept_share"]["centre"]["mean"] == 0.5
-    assert summary["machines"] == {"not recorded": 5, "a CPU": 10}
+    assert summary["machines"] == {"another CPU": 5, "a CPU": 10}
+    assert summary["inputs"] == INPUTS
     assert summary["run_hours"] == pytest.approx(15 / 60)
     table = ablation.markdown(summary)
     assert "- a CPU: 10 runs" in table
