@@ -18,11 +18,16 @@ Each run is exactly what ``dvc exp run -S distill.xgd.mode=... -S distill.cld.mo
 train_student / evaluate_student stages), with the ablation's schedule (``--epochs``, default 12 instead of
 params.yaml's 24: half the cost per run, docs/BENCHMARKS.md "The ablation's runs").
 Runs go ``--jobs`` at a time with ``--threads`` torch threads each and write under ``--out/<variant>/seed<k>/``;
-a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint. A finished run is one
-whose record, ``run.json``, holds its scores under the same params: the record alone is what the summary reads
-(params, scores, kept shares, seconds, machine, and the inputs it trained on: code, training split, trunk and
-cache fingerprints), so records committed to git keep their runs finished on any clone whose stage one
-reproduces the same inputs; the summary refuses runs that trained on different ones.
+a rerun skips finished runs and resumes interrupted ones from their last epoch checkpoint. Each finished run
+leaves a record, ``run.json``: its params, scores, kept shares, seconds, machine, its teacher's AP and the inputs it
+trained on (the fingerprints of the student's code, the training split, the trunk and the teacher cache). The
+summary reads only the records, so records committed to git carry finished runs to any clone.
+
+The variants of a seed are paired, so they must train on one stage one. Stage one is reproducible on one machine
+but not across CPUs (their float rounding differs, and so do the synthetic data, the teacher and the trunk), so the
+rule is per seed (:func:`runs_to_do`): a seed whose variants all have records on one stage one and the current
+code is done, wherever it ran; otherwise its runs whose records are not on this checkout's stage one run again.
+The summary refuses a seed whose runs differ and runs of different code, and lists the stage ones with their seeds.
 
 ``--set key=value`` overrides any other params.yaml entry for every run (dotted key, YAML value), as
 ``dvc exp run -S`` does. When ``student.train.ema_decay > 0`` each run is scored twice: ``metrics.json`` with the
@@ -43,7 +48,7 @@ paired contrasts of :data:`CONTRASTS` (XGD against the whole-box rule, XGD+CLD a
 every gain as ``{"mean", "std", "ci95", "p", "values"}`` (Student's t over seeds, two-sided p of a zero mean); XGD's
 kept share per component; minutes per run, the hours of run time in all and the machines the runs ran on (each
 run's ``run.json`` records its own; ``wall_minutes`` is this invocation's, the last sitting of a resumed ablation)
-and the inputs every run shared.
+and the stage ones the seeds ran on; the teacher's AP is the mean over seeds of their stage one's teacher.
 ``--figure`` draws the paired gains (needs matplotlib: ``pip install -e ".[plots]"``).
 
 Exits non-zero when a run fails or a run's record is missing.
@@ -94,9 +99,10 @@ METRICS = ("3d", "bev")
 DIFFICULTIES = ("easy", "moderate", "hard")
 # A run's record, in its folder: what the summary reads, and what marks the run finished.
 RECORD_NAME = "run.json"
-# What a run trained on, from its student.pt (stereodistill.training.run.run_identity): the trainer's code
-# fingerprint, the training split's, the pretrained trunk's sha256 and the teacher cache's identity.
+# What a run trained on, from its last training checkpoint (stereodistill.training.run.run_identity): the
+# trainer's code fingerprint, the training split's, the pretrained trunk's sha256 and the teacher cache's identity.
 INPUTS = ("code", "data", "trunk", "cache")
+TRAINER = "stereodistill.student.train"  # the module whose code fingerprint a student run records
 
 
 @dataclass(frozen=True)
@@ -218,23 +224,23 @@ def finished_record(run_dir: Path, params: dict[str, Any] | None = None) -> dict
 
 def run_record(run: Run, seconds: float) -> dict[str, Any]:
     """What the summary needs of a finished run, read from its outputs: its params, time and machine, the inputs
-    it trained on (from its ``student.pt``), its AP table, its last weights' Car 3D moderate (when it averages
+    it trained on (from its last training checkpoint), its AP table, its last weights' Car 3D moderate (when it averages
     its weights) and XGD's kept shares."""
     from stereodistill.checkpoints import load_checkpoint
     from stereodistill.student.checkpoint import MODEL_KIND
+    from stereodistill.training.run import CHECKPOINT_NAME
 
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    model = load_checkpoint(run.run_dir / "model" / f"{MODEL_KIND}.pt", MODEL_KIND)
+    teacher = json.loads(Path(run.params["evaluate"]["teacher_metrics"]).read_text())
+    training = load_checkpoint(run.run_dir / "model" / CHECKPOINT_NAME, f"{MODEL_KIND}-training")
     raw = run.run_dir / "metrics_raw.json"
     return {
         "params": run.params,
         "seconds": seconds,
         "machine": machine(run.threads),
-        "inputs": {key: model[key] for key in INPUTS},
-        "ap_r40_strict": {
-            cls: {metric: {d: ap(metrics, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
-            for cls in CLASSES
-        },
+        "inputs": {key: training[key] for key in INPUTS},
+        "ap_r40_strict": ap_table(metrics),
+        "teacher_ap_r40_strict": ap_table(teacher),
         "car_3d_moderate_last_weights": (
             ap(json.loads(raw.read_text()), "Car", "3d", "moderate") if raw.exists() else None
         ),
@@ -243,8 +249,7 @@ def run_record(run: Run, seconds: float) -> dict[str, Any]:
 
 
 def execute(run: Run) -> tuple[str, int, float]:
-    """Train and evaluate one run in this (fresh) process, then write its record; skip a run already finished
-    under the same params."""
+    """Train and evaluate one run in this (fresh) process, resuming its checkpoint, then write its record."""
     import torch
 
     from stereodistill.params import parse_params
@@ -252,9 +257,6 @@ def execute(run: Run) -> tuple[str, int, float]:
     from stereodistill.student.run import train_student_from_params
 
     torch.set_num_threads(run.threads)
-    record = finished_record(run.run_dir, run.params)
-    if record is not None:
-        return run.variant, run.seed, record["seconds"]
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / RECORD_NAME).unlink(missing_ok=True)
     start = time.perf_counter()
@@ -294,6 +296,14 @@ def ap(metrics: dict, cls: str, metric: str, difficulty: str) -> float:
     return float(metrics["results"][cls]["strict"]["R40"][metric][difficulty])
 
 
+def ap_table(metrics: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """AP R40 (strict) per class, 3D / BEV and difficulty, of an evaluation's metrics file."""
+    return {
+        cls: {metric: {d: ap(metrics, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
+        for cls in CLASSES
+    }
+
+
 def kept_shares(loss_log: Path) -> dict[str, float]:
     """Mean over all steps of each ``xgd_kept_<component>`` column (empty for runs without XGD)."""
     with loss_log.open() as f:
@@ -317,28 +327,98 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "p": p, "values": values}
 
 
-def shared_inputs(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The one value of each of :data:`INPUTS` that every run trained on (runs without a cache aside); refuse
-    runs that trained on different ones. ``records`` maps ``variant/seed<k>`` to its record."""
+def canonical(value: Any) -> str:
+    """``value`` as sorted JSON, so values read back from a record compare equal to freshly computed ones."""
+    return json.dumps(value, sort_keys=True)
+
+
+def current_inputs(params: Any) -> dict[str, Any]:
+    """The :data:`INPUTS` a run of ``params`` (parsed) would train on now, as the student's trainer records them:
+    the code fingerprint of :data:`TRAINER`, the training split's fingerprint, the pretrained trunk's sha256
+    (None when the student trains from scratch) and the teacher cache's identity (None when there is none)."""
+    from stereodistill.cache.reader import TeacherCache
+    from stereodistill.cache.store import file_sha256
+    from stereodistill.data.prepared import PreparedSplit, split_fingerprint
+    from stereodistill.fingerprint import code_fingerprint
+    from stereodistill.student.pretrain import trunk_path
+
+    cache = Path(params.cache.store)
+    return {
+        "code": code_fingerprint(TRAINER),
+        "data": split_fingerprint(PreparedSplit(params.data.prepared_split("train"))),
+        "trunk": file_sha256(trunk_path(params)) if params.student.pretrain.epochs > 0 else None,
+        "cache": TeacherCache(cache).identity if cache.exists() else None,
+    }
+
+
+def agrees(inputs: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a record's ``inputs`` are ``current`` (a key the run did not use, None, agrees with anything)."""
+    return all(inputs[key] is None or canonical(inputs[key]) == canonical(current[key]) for key in INPUTS)
+
+
+def block_inputs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The inputs that the runs of one seed shared (a key none of them used is None), or None when they differ."""
     shared: dict[str, Any] = {}
     for key in INPUTS:
-        found: dict[str, list[str]] = {}
-        for name, record in records.items():
-            value = record["inputs"][key]
-            if value is not None:
-                found.setdefault(json.dumps(value, sort_keys=True), []).append(name)
-        if len(found) > 1:
-            groups = "; ".join(f"{len(names)} runs ({names[0]}, ...)" for names in found.values())
-            raise SystemExit(f"the runs did not all train on one {key}: {groups}")
-        shared[key] = json.loads(next(iter(found))) if found else None
+        values = {canonical(r["inputs"][key]) for r in records if r["inputs"][key] is not None}
+        if len(values) > 1:
+            return None
+        shared[key] = json.loads(values.pop()) if values else None
     return shared
 
 
-def summarise(
-    out: Path, seeds: list[int], teacher_metrics: Path, variants: list[str] | None = None
-) -> dict[str, Any]:
-    """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times,
-    from the runs' records (``out/<variant>/seed<k>/run.json``).
+def runs_to_do(runs: list[Run], current: dict[str, Any]) -> list[Run]:
+    """Of ``runs``, those still to train. The variants of a seed are paired, so they must share one stage one
+    (training split, trunk, cache). A seed whose runs all have records under their params, on one stage one and
+    the current code, is done, wherever it ran; otherwise each of its runs is done only if its record is on the
+    current inputs (another machine's stage one differs in rounding), and the others run here."""
+    todo = []
+    for seed in dict.fromkeys(run.seed for run in runs):
+        block = [run for run in runs if run.seed == seed]
+        records = [finished_record(run.run_dir, run.params) for run in block]
+        if all(r is not None for r in records):
+            shared = block_inputs(records)  # type: ignore[arg-type]
+            if shared is not None and canonical(shared["code"]) == canonical(current["code"]):
+                continue
+        todo += [
+            run
+            for run, r in zip(block, records, strict=True)
+            if r is None or not agrees(r["inputs"], current)
+        ]
+    return todo
+
+
+def stage_ones(
+    records: dict[str, dict[str, Any]], seeds: list[int], variants: list[str]
+) -> list[dict[str, Any]]:
+    """The stage ones (training split, trunk, teacher cache) the seeds ran on, each with its seeds and its
+    teacher's AP; ``records`` maps ``variant/seed<k>`` to its record. Refuses a seed whose runs differ and runs
+    of different code."""
+    groups: dict[str, dict[str, Any]] = {}
+    codes = set()
+    for seed in seeds:
+        block = [records[f"{variant}/seed{seed}"] for variant in variants]
+        shared = block_inputs(block)
+        if shared is None:
+            raise SystemExit(
+                f"the runs of seed {seed} did not all train on one stage one (code, data, trunk, cache)"
+            )
+        codes.add(shared.pop("code"))
+        group = groups.setdefault(
+            canonical(shared),
+            {"inputs": shared, "seeds": [], "teacher_ap_r40_strict": block[0]["teacher_ap_r40_strict"]},
+        )
+        group["seeds"].append(seed)
+    if len(codes) > 1:
+        raise SystemExit(f"the runs ran {len(codes)} versions of the student's code: {sorted(codes)}")
+    return list(groups.values())
+
+
+def summarise(out: Path, seeds: list[int], variants: list[str] | None = None) -> dict[str, Any]:
+    """Per variant: AP mean/std over seeds, paired Car 3D moderate gain over gt_only, kept shares, run times;
+    the stage ones the seeds ran on (inputs, seeds, teacher AP), all from the runs' records
+    (``out/<variant>/seed<k>/run.json``). Refuses a seed whose runs did not share one stage one, and runs of
+    different code.
 
     ``variants`` (default :data:`DEFAULT_VARIANTS`; taken in :data:`VARIANTS` order) must include ``gt_only``,
     the baseline of the gains.
@@ -356,7 +436,11 @@ def summarise(
                     f"{path}: missing or incomplete — the run {variant}/seed{seed} did not finish"
                 )
             records[f"{variant}/seed{seed}"] = record
-    summary: dict[str, Any] = {"seeds": seeds, "inputs": shared_inputs(records), "variants": {}}
+    summary: dict[str, Any] = {
+        "seeds": seeds,
+        "stage_ones": stage_ones(records, seeds, chosen),
+        "variants": {},
+    }
     machines: dict[str, int] = {}  # where the runs ran -> how many
     for record in records.values():
         where = record.get("machine", "not recorded")
@@ -399,9 +483,13 @@ def summarise(
     }
     summary["machines"] = machines
     summary["run_hours"] = sum(s for e in summary["variants"].values() for s in e["run_seconds"]) / 3600
-    teacher = json.loads(teacher_metrics.read_text())
+    # The teacher of each seed's stage one, averaged over seeds (one teacher when every seed ran on one).
+    teachers = [records[f"{chosen[0]}/seed{seed}"]["teacher_ap_r40_strict"] for seed in seeds]
     summary["teacher_ap_r40_strict"] = {
-        cls: {metric: {d: ap(teacher, cls, metric, d) for d in DIFFICULTIES} for metric in METRICS}
+        cls: {
+            metric: {d: statistics.fmean(t[cls][metric][d] for t in teachers) for d in DIFFICULTIES}
+            for metric in METRICS
+        }
         for cls in CLASSES
     }
     return summary
@@ -421,7 +509,7 @@ def markdown(summary: dict[str, Any]) -> str:
         ]
         teacher = summary["teacher_ap_r40_strict"][cls]
         lines.append(
-            "| teacher (LiDAR) | "
+            f"| teacher (LiDAR{', mean of the stage ones' if len(summary['stage_ones']) > 1 else ''}) | "
             + " | ".join(f"{teacher[m][d]:.2f}" for m in METRICS for d in DIFFICULTIES)
             + " |"
         )
@@ -472,6 +560,14 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {label} | {cell(entry)} | {interval(entry)} | {p_value(entry)} |")
     lines += ["", f"**Runs**: {summary['run_hours']:.1f} hours of run time in all, on"]
     lines += [f"- {where}: {count} runs" for where, count in summary["machines"].items()]
+    lines += ["", "**Stage ones** (each seed's variants share one training split, trunk and teacher cache)"]
+    for group in summary["stage_ones"]:
+        inputs, car = group["inputs"], group["teacher_ap_r40_strict"]["Car"]["3d"]["moderate"]
+        teacher = ((inputs["cache"] or {}).get("teacher") or {}).get("sha256") or "—"
+        lines.append(
+            f"- trunk {str(inputs['trunk'])[:12]}, teacher {teacher[:12]}, teacher Car 3D moderate {car:.2f}: "
+            f"seeds {', '.join(str(seed) for seed in group['seeds'])}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -580,12 +676,14 @@ def main() -> int:
         for s in args.seeds
         for v in args.variants
     ]
+    todo = runs_to_do(runs, current_inputs(parse_params(base)))
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs finished already; {len(todo)} to run", flush=True)
     start = time.perf_counter()
     failed = []
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.jobs, maxtasksperchild=1) as pool:
-        results = [pool.apply_async(execute, (run,)) for run in runs]
-        for run, result in tqdm(zip(runs, results, strict=True), total=len(runs), desc="ablation runs"):
+        results = [pool.apply_async(execute, (run,)) for run in todo]
+        for run, result in tqdm(zip(todo, results, strict=True), total=len(todo), desc="ablation runs"):
             try:
                 variant, seed, seconds = result.get()
                 tqdm.write(f"{variant}/seed{seed}: {seconds / 60:.1f} min")
@@ -598,7 +696,7 @@ def main() -> int:
     if "gt_only" not in args.variants:
         print("no gt_only baseline among the variants: no summary", file=sys.stderr)
         return 0
-    summary = summarise(args.out, args.seeds, Path(base["evaluate"]["teacher_metrics"]), args.variants)
+    summary = summarise(args.out, args.seeds, args.variants)
     summary["epochs"] = args.epochs
     summary["wall_minutes"] = (time.perf_counter() - start) / 60
     summary["command"] = " ".join(["python", *sys.argv])

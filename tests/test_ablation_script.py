@@ -98,22 +98,22 @@ def test_variants_set_all_three_distill_modes(ablation, tmp_path):
     assert base["distill"]["imitation"]["mode"] == "bev"  # a copy: the base is untouched
 
 
-def _metrics(car_moderate: float) -> dict:
-    table = {m: {d: car_moderate for d in ("easy", "moderate", "hard")} for m in ("3d", "bev")}
-    return {"results": {cls: {"strict": {"R40": table}} for cls in ("Car", "Pedestrian", "Cyclist")}}
-
-
 INPUTS = {"code": "c0de", "data": "da7a", "trunk": "7runk", "cache": {"teacher": {"sha256": "7eac"}}}
 
 
+def _table(value: float) -> dict:
+    per_metric = {m: {d: value for d in ("easy", "moderate", "hard")} for m in ("3d", "bev")}
+    return {cls: per_metric for cls in ("Car", "Pedestrian", "Cyclist")}
+
+
 def _record(car_moderate: float, kept: dict, machine: str, **changes) -> dict:
-    table = {m: {d: car_moderate for d in ("easy", "moderate", "hard")} for m in ("3d", "bev")}
     record = {
         "params": {"seed": 0},
         "seconds": 60.0,
         "machine": machine,
         "inputs": dict(INPUTS),
-        "ap_r40_strict": {cls: table for cls in ("Car", "Pedestrian", "Cyclist")},
+        "ap_r40_strict": _table(car_moderate),
+        "teacher_ap_r40_strict": _table(80.0),
         "car_3d_moderate_last_weights": None,
         "xgd_kept_share": kept,
     }
@@ -131,6 +131,12 @@ def _write_runs(out, car: dict[str, list[float]], **changes) -> None:
             (run_dir / "run.json").write_text(json.dumps(_record(value, kept, where, **changes)))
 
 
+def _set_inputs(run_json, **inputs) -> None:
+    record = json.loads(run_json.read_text())
+    record["inputs"].update(inputs)
+    run_json.write_text(json.dumps(record))
+
+
 def test_a_run_is_finished_only_with_its_scores_under_the_same_params(ablation, tmp_path):
     assert ablation.finished_record(tmp_path) is None  # no record
     (tmp_path / "run.json").write_text(json.dumps({"params": {"seed": 0}, "seconds": 1.0}))
@@ -141,23 +147,61 @@ def test_a_run_is_finished_only_with_its_scores_under_the_same_params(ablation, 
     assert ablation.finished_record(tmp_path, {"seed": 1}) is None  # other params: run it again
 
 
-def test_summary_refuses_runs_trained_on_different_inputs(ablation, tmp_path):
-    car = {"gt_only": [10.0, 12.0], "xgd": [11.0, 13.0]}
-    _write_runs(tmp_path / "out", car)
-    (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
-    seed1 = tmp_path / "out" / "xgd" / "seed1" / "run.json"
-    other = json.loads(seed1.read_text())
-    other["inputs"]["trunk"] = "an0ther"
-    seed1.write_text(json.dumps(other))
-    with pytest.raises(
-        SystemExit, match=r"did not all train on one trunk: 3 runs \(gt_only/seed0, ...\); 1 runs"
-    ):
-        ablation.summarise(tmp_path / "out", [0, 1], tmp_path / "teacher.json", ["gt_only", "xgd"])
-    seed1.unlink()
+def test_a_seed_is_done_on_any_one_stage_one_and_redone_where_its_runs_differ(ablation, tmp_path):
+    out = tmp_path / "out"
+    _write_runs(out, {"gt_only": [10.0, 12.0, 14.0], "xgd": [11.0, 13.0, 15.0]})
+    (out / "xgd" / "seed2" / "run.json").unlink()
+    runs = [
+        ablation.Run(v, seed, {"seed": 0}, out / v / f"seed{seed}", 1)
+        for seed in (0, 1, 2, 3)
+        for v in ("gt_only", "xgd")
+    ]
+    here = {**INPUTS, "trunk": "h3re", "cache": {"teacher": {"sha256": "h3re"}}}
+    todo = lambda current: [(r.variant, r.seed) for r in ablation.runs_to_do(runs, current)]  # noqa: E731
+    # Seeds 0 and 1 ran on another machine's stage one, whole: done. Seed 2 lacks xgd, and its gt_only record
+    # is on that other stage one: both run here. Seed 3 has no records.
+    assert todo(here) == [("gt_only", 2), ("xgd", 2), ("gt_only", 3), ("xgd", 3)]
+    # On the machine of the records, seed 2's gt_only stands.
+    assert todo(INPUTS) == [("xgd", 2), ("gt_only", 3), ("xgd", 3)]
+    # A seed whose runs differ is redone where they are not on this stage one (a run without a cache agrees on it).
+    _set_inputs(out / "xgd" / "seed1" / "run.json", trunk="h3re", cache=here["cache"])
+    _set_inputs(out / "gt_only" / "seed1" / "run.json", cache=None)
+    assert ("gt_only", 1) in todo(here) and ("xgd", 1) not in todo(here)
+    # Other code: every seed runs again.
+    assert len(todo({**INPUTS, "code": "n3w"})) == len(runs)
+
+
+def test_summary_refuses_mixed_seeds_and_code_and_lists_the_stage_ones(ablation, tmp_path):
+    out = tmp_path / "out"
+    _write_runs(out, {"gt_only": [10.0, 12.0, 14.0], "xgd": [11.0, 13.0, 15.0]})
+    for variant in ("gt_only", "xgd"):  # seed 2 ran on another stage one, whole
+        _set_inputs(out / variant / "seed2" / "run.json", trunk="0ther")
+        record = json.loads((out / variant / "seed2" / "run.json").read_text())
+        record["teacher_ap_r40_strict"] = _table(83.0)
+        (out / variant / "seed2" / "run.json").write_text(json.dumps(record))
+    summary = ablation.summarise(out, [0, 1, 2], ["gt_only", "xgd"])
+    assert [g["seeds"] for g in summary["stage_ones"]] == [[0, 1], [2]]
+    assert summary["stage_ones"][1]["inputs"] == {"data": "da7a", "trunk": "0ther", "cache": INPUTS["cache"]}
+    assert summary["teacher_ap_r40_strict"]["Car"]["3d"]["moderate"] == pytest.approx(81.0)
+    table = ablation.markdown(summary)
+    assert "| teacher (LiDAR, mean of the stage ones) | 81.00 |" in table
+    assert "- trunk 0ther, teacher 7eac, teacher Car 3D moderate 83.00: seeds 2" in table
+    _set_inputs(out / "xgd" / "seed1" / "run.json", trunk="0ther")
+    with pytest.raises(SystemExit, match="the runs of seed 1 did not all train on one stage one"):
+        ablation.summarise(out, [0, 1, 2], ["gt_only", "xgd"])
+    _set_inputs(out / "xgd" / "seed1" / "run.json", trunk="7runk")
+    _set_inputs(out / "gt_only" / "seed0" / "run.json", code="n3w")
+    with pytest.raises(SystemExit, match="seed 0 did not all train"):
+        ablation.summarise(out, [0, 1, 2], ["gt_only", "xgd"])
+    for variant in ("gt_only", "xgd"):
+        _set_inputs(out / variant / "seed0" / "run.json", code="n3w")
+    with pytest.raises(SystemExit, match="2 versions of the student's code"):
+        ablation.summarise(out, [0, 1, 2], ["gt_only", "xgd"])
+    (out / "xgd" / "seed1" / "run.json").unlink()
     with pytest.raises(
         SystemExit, match="seed1/run.json: missing or incomplete — the run xgd/seed1 did not finish"
     ):
-        ablation.summarise(tmp_path / "out", [0, 1], tmp_path / "teacher.json", ["gt_only", "xgd"])
+        ablation.summarise(out, [0, 1, 2], ["gt_only", "xgd"])
 
 
 def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
@@ -173,8 +217,7 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     (tmp_path / "out" / "gt_only" / "seed1" / "run.json").write_text(
         json.dumps(_record(12.0, {}, "a CPU", inputs={**INPUTS, "cache": None}))
     )  # a run without distillation reads no cache
-    (tmp_path / "teacher.json").write_text(json.dumps(_metrics(80.0)))
-    summary = ablation.summarise(tmp_path / "out", [0, 1, 2], tmp_path / "teacher.json")
+    summary = ablation.summarise(tmp_path / "out", [0, 1, 2])
     gain = summary["variants"]["xgd_cld"]["car_3d_moderate_gain_over_gt_only"]
     assert gain["values"] == [3.0, 0.0, 4.0] and gain["mean"] == pytest.approx(7 / 3)
     assert set(summary["contrasts"]) == {
@@ -186,7 +229,14 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     assert exact["values"] == [1.0, 1.0, 1.0] and exact["std"] == 0.0 and exact["p"] == 0.0
     assert summary["variants"]["xgd"]["xgd_kept_share"]["centre"]["mean"] == 0.5
     assert summary["machines"] == {"another CPU": 5, "a CPU": 10}
-    assert summary["inputs"] == INPUTS
+    assert summary["stage_ones"] == [
+        {
+            "inputs": {k: v for k, v in INPUTS.items() if k != "code"},
+            "seeds": [0, 1, 2],
+            "teacher_ap_r40_strict": _table(80.0),
+        }
+    ]
+    assert summary["teacher_ap_r40_strict"] == _table(80.0)
     assert summary["run_hours"] == pytest.approx(15 / 60)
     table = ablation.markdown(summary)
     assert "- a CPU: 10 runs" in table
