@@ -532,13 +532,15 @@ def markdown(summary: dict[str, Any]) -> str:
         "**Car 3D moderate**: per seed, with the last (not averaged) weights where the runs average them, and the "
         "gain over gt_only (paired by seed, 95 % CI of the mean); **XGD kept-positive share** (mean over steps)",
         "",
-        "| variant | per seed | last weights | gain (mean ± std) | gain 95 % CI | p | kept share | minutes per run |",
+        "| variant | per seed | last weights | gain (mean ± std) | gain 95 % CI | p | kept share | minutes per run "
+        "(median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for variant, entry in summary["variants"].items():
         gain = entry["car_3d_moderate_gain_over_gt_only"]
         kept = ", ".join(f"{n} {v['mean']:.3f}" for n, v in entry["xgd_kept_share"].items()) or "—"
-        minutes = statistics.fmean(entry["run_seconds"]) / 60
+        # The median: a run resumed after a stop records only its last sitting's time.
+        minutes = statistics.median(entry["run_seconds"]) / 60
         moderate = entry["ap_r40_strict"]["Car"]["3d"]["moderate"]
         per_seed = ", ".join(f"{v:.2f}" for v in moderate["values"])
         raw = entry["car_3d_moderate_last_weights"]
@@ -558,7 +560,11 @@ def markdown(summary: dict[str, Any]) -> str:
         for name, entry in summary["contrasts"].items():
             label = name.removeprefix("car_3d_moderate_gain_").replace("_over_", " − ")
             lines.append(f"| {label} | {cell(entry)} | {interval(entry)} | {p_value(entry)} |")
-    lines += ["", f"**Runs**: {summary['run_hours']:.1f} hours of run time in all, on"]
+    lines += [
+        "",
+        f"**Runs**: {summary['run_hours']:.1f} hours of recorded run time in all (a run resumed after a stop "
+        "records only its last sitting), on",
+    ]
     lines += [f"- {where}: {count} runs" for where, count in summary["machines"].items()]
     lines += ["", "**Stage ones** (each seed's variants share one training split, trunk and teacher cache)"]
     for group in summary["stage_ones"]:

@@ -217,6 +217,9 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
     (tmp_path / "out" / "gt_only" / "seed1" / "run.json").write_text(
         json.dumps(_record(12.0, {}, "a CPU", inputs={**INPUTS, "cache": None}))
     )  # a run without distillation reads no cache
+    resumed = tmp_path / "out" / "xgd" / "seed2" / "run.json"
+    # A run resumed after a stop records only its last sitting.
+    resumed.write_text(json.dumps({**json.loads(resumed.read_text()), "seconds": 6.0}))
     summary = ablation.summarise(tmp_path / "out", [0, 1, 2])
     gain = summary["variants"]["xgd_cld"]["car_3d_moderate_gain_over_gt_only"]
     assert gain["values"] == [3.0, 0.0, 4.0] and gain["mean"] == pytest.approx(7 / 3)
@@ -237,8 +240,10 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
         }
     ]
     assert summary["teacher_ap_r40_strict"] == _table(80.0)
-    assert summary["run_hours"] == pytest.approx(15 / 60)
+    assert summary["run_hours"] == pytest.approx((14 * 60 + 6) / 3600)
     table = ablation.markdown(summary)
+    xgd_row = next(line for line in table.splitlines() if line.startswith("| xgd | 12.00, 13.50, 17.00 |"))
+    assert xgd_row.endswith("| 1.0 |")  # the median run, not pulled down by the resumed one
     assert "- a CPU: 10 runs" in table
     assert "| xgd − whole_box | 1.00 ± 0.00 | [+1.00, +1.00] | 0.000 |" in table
     figure = tmp_path / "fig" / "gains.png"
