@@ -62,6 +62,7 @@ import csv
 import json
 import math
 import multiprocessing
+import shutil
 import statistics
 import subprocess
 import sys
@@ -669,6 +670,11 @@ def main() -> int:
     base = apply_overrides(read_params_yaml(Path(args.params).read_text()), args.overrides)
     parse_params(base)  # a bad params file or override fails here, before any run
     if not args.no_repro:
+        if shutil.which("dvc") is None:
+            raise SystemExit(
+                "dvc is not on PATH: activate the environment StereoDistill is installed in "
+                "(e.g. `. .venv/bin/activate`); the pipeline's stages also run its `python`"
+            )
         subprocess.run(["dvc", "repro", "cache_teacher", "evaluate_teacher", "pretrain_student"], check=True)
     # Seed-major order: after the first len(variants) runs every variant has a result.
     runs = [

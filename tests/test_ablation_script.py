@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from benchmark_scripts import benchmark_script
@@ -21,6 +22,15 @@ def test_the_machine_names_the_cpu_torch_and_the_threads(ablation):
     where = ablation.machine(threads=1)
     assert f"torch {torch.__version__}, 1 thread" in where and "cores" in where
     assert ablation.machine(threads=2).endswith("2 threads")
+
+
+def test_without_dvc_on_path_it_says_to_activate_the_environment(ablation, tmp_path, monkeypatch):
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dvc here
+    monkeypatch.setattr("sys.argv", ["ablation.py", "--params", str(params), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="dvc is not on PATH: activate the environment"):
+        ablation.main()
+    assert not (tmp_path / "out").exists()
 
 
 def test_overrides_set_nested_keys_as_yaml_and_leave_the_base_alone(ablation):
