@@ -588,8 +588,8 @@ def ablation(
 ) -> dict[str, Any]:
     """Trained default teacher and its cache, then students of each variant and seed while time is left."""
     import torch
-    from ablation import VARIANTS, Run, ap, execute, run_params
 
+    from ablation import VARIANTS, Run, ap, execute, run_params
     from stereodistill.params import parse_params
     from stereodistill.student.pretrain import pretrain_trunk_from_params
     from stereodistill.teacher.checkpoint import load_teacher
