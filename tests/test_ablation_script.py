@@ -268,3 +268,24 @@ def test_summary_pairs_gains_by_seed_and_draws_them(ablation, tmp_path):
         "xgd_cld − xgd",
         "xgd_cld − cld",
     ]
+
+
+def test_with_imitation_the_summary_gives_each_gain_over_imitation_and_its_contrasts(ablation, tmp_path):
+    car = {
+        "gt_only": [10.0, 12.0, 14.0],
+        "xgd_cld": [13.0, 12.0, 18.0],
+        "imitation": [11.0, 12.0, 15.0],
+        "imitation_xgd_cld": [14.0, 14.0, 17.0],
+    }
+    _write_runs(tmp_path / "out", car)
+    summary = ablation.summarise(tmp_path / "out", [0, 1, 2], list(car))
+    over = summary["variants"]["imitation_xgd_cld"]["car_3d_moderate_gain_over_imitation"]
+    assert over["values"] == [3.0, 2.0, 2.0]
+    assert set(summary["contrasts"]) == {
+        "car_3d_moderate_gain_imitation_xgd_cld_over_imitation",
+        "car_3d_moderate_gain_imitation_xgd_cld_over_xgd_cld",
+    }  # xgd, cld and whole_box did not run
+    table = ablation.markdown(summary).split("**Gain over imitation**")[1].split("**Paired contrasts**")[0]
+    assert "| gt_only | -0.67 ± 0.58 | [-2.10, +0.77] | 0.184 |" in table
+    assert "| imitation_xgd_cld | 2.33 ± 0.58 | [+0.90, +3.77] |" in table
+    assert "| imitation |" not in table  # no gain of a variant over itself
