@@ -289,3 +289,14 @@ def test_with_imitation_the_summary_gives_each_gain_over_imitation_and_its_contr
     assert "| gt_only | -0.67 ± 0.58 | [-2.10, +0.77] | 0.184 |" in table
     assert "| imitation_xgd_cld | 2.33 ± 0.58 | [+0.90, +3.77] |" in table
     assert "| imitation |" not in table  # no gain of a variant over itself
+
+
+def test_the_committed_summary_is_what_the_committed_records_give(ablation):
+    """docs/ablation.json (the numbers docs/RESULTS.md quotes) is summarise() of the records in ablation/."""
+    root = Path(__file__).resolve().parents[1]
+    committed = json.loads((root / "docs" / "ablation.json").read_text())
+    summary = ablation.summarise(root / "ablation", committed["seeds"], list(committed["variants"]))
+    assert json.loads(json.dumps(summary)) == {
+        key: value for key, value in committed.items() if key not in ("epochs", "wall_minutes", "command")
+    }
+    assert len(committed["seeds"]) == 32 and len(committed["variants"]) == 7
