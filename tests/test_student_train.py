@@ -282,11 +282,11 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
     step = student_losses(model, samples, settings, DISTILL, torch.device("cpu"), cache)
     t = step.terms
     assert step.num_positive > 0
-    assert float(t["xgd"]) > 0 and float(t["cld"]) > 0
+    assert t["xgd"].item() > 0 and t["cld"].item() > 0
     assert set(step.xgd_kept) == {"centre", "size", "heading"}
     assert all(0.0 <= v <= 1.0 for v in step.xgd_kept.values())
-    parts = sum(float(t[k]) for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
-    assert float(t["total"]) == pytest.approx(parts, rel=1e-5)
+    parts = sum(t[k].item() for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
+    assert t["total"].item() == pytest.approx(parts, rel=1e-5)
     t["total"].backward()
     assert model.head.conv_box.weight.grad.abs().sum() > 0
 
@@ -304,14 +304,14 @@ def test_distilled_step_has_xgd_and_cld_terms(teacher_cache_setup):
         )
         r = ramped.terms
         for key in ("loc", "xgd"):
-            assert float(r[key]) == pytest.approx(scale * float(t[key]), rel=1e-5)
+            assert r[key].item() == pytest.approx(scale * t[key].item(), rel=1e-5)
         for key in ("cls", "dir", "depth", "cld"):
-            assert float(r[key]) == pytest.approx(float(t[key]), rel=1e-5)
+            assert r[key].item() == pytest.approx(t[key].item(), rel=1e-5)
         assert {k: float(v) for k, v in ramped.loc_codes.items()} == pytest.approx(
             {k: float(v) for k, v in step.loc_codes.items()}, rel=1e-5
         )
-        parts = sum(float(r[k]) for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
-        assert float(r["total"]) == pytest.approx(parts, rel=1e-5)
+        parts = sum(r[k].item() for k in ("cls", "loc", "dir", "depth", "xgd", "cld"))
+        assert r["total"].item() == pytest.approx(parts, rel=1e-5)
         r["total"].backward()
     assert model.head.conv_box.weight.grad.abs().sum() == 0
     assert model.head.conv_cls.weight.grad.abs().sum() > 0
